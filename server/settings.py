@@ -1,0 +1,138 @@
+"""One frozen settings object, loaded once at the edge (CLI / ``python -m server``).
+
+Sources, later wins: defaults < TOML file (``UNMASK_CONFIG`` or ``--config``) < ``UNMASK_*``
+environment variables < CLI overrides. Nothing else in the code reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from server import limits
+from server.errors import ConfigError
+
+ENV_PREFIX = "UNMASK_"
+DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "unmask"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of the service, with the default of the embedded (one-machine) mode."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = DEFAULT_DATA_DIR
+    # Empty means "SQLite file in data_dir"; production sets postgresql+asyncpg://...
+    database_url: str = ""
+    # Empty means the embedded server-less broker in data_dir; production sets redis://...
+    broker_url: str = ""
+    model_dir: Path = REPO_ROOT / "models" / "default"
+    face_detector: str = "haar"
+    device: str = "auto"
+    sample_rate: float = 2.0
+    max_upload_bytes: int = limits.MAX_UPLOAD_BYTES
+    max_duration_s: float = limits.MAX_DURATION_S
+    max_frame_pixels: int = limits.MAX_FRAME_PIXELS
+    max_sampled_frames: int = limits.MAX_SAMPLED_FRAMES
+    # Parallel checks in one server process; decode + detection are CPU-bound.
+    max_running_checks: int = 4
+    torch_threads: int = 0  # 0: let the runtime pick (all cores)
+    log_level: str = "INFO"
+    # Names this server among several sharing one database (restart recovery is per instance).
+    instance_id: str = field(default_factory=socket.gethostname)
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL, defaulting to a SQLite file in ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'unmask.sqlite3'}"
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied and validated."""
+        return validate(dataclasses.replace(self, **changes))
+
+
+def _coerce(name: str, raw: Any, kind: Any) -> Any:
+    try:
+        if kind is Path or kind == "Path":
+            return Path(raw).expanduser()
+        if kind is bool or kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).strip().lower() in {"1", "true", "yes", "on"}
+        if kind is int or kind == "int":
+            return int(raw)
+        if kind is float or kind == "float":
+            return float(raw)
+        if kind is str or kind == "str":
+            return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name!r}: cannot read {raw!r} as {kind}") from exc
+    return raw
+
+
+def validate(s: Settings) -> Settings:
+    """Reject settings that cannot work, with a message naming the setting."""
+    if not 0 < s.port < 65536:
+        raise ConfigError(f"setting 'port': {s.port} is not a TCP port")
+    if not limits.MIN_SAMPLE_RATE <= s.sample_rate <= limits.MAX_SAMPLE_RATE:
+        raise ConfigError(
+            f"setting 'sample_rate': {s.sample_rate} is outside "
+            f"[{limits.MIN_SAMPLE_RATE}, {limits.MAX_SAMPLE_RATE}] frames/s"
+        )
+    for name, ceiling in (
+        ("max_upload_bytes", limits.MAX_UPLOAD_BYTES * 8),
+        ("max_duration_s", limits.MAX_DURATION_S * 4),
+        ("max_frame_pixels", limits.MAX_FRAME_PIXELS * 4),
+        ("max_sampled_frames", limits.MAX_SAMPLED_FRAMES * 4),
+        ("max_running_checks", 256),
+    ):
+        value = getattr(s, name)
+        if not 0 < value <= ceiling:
+            raise ConfigError(f"setting {name!r}: {value} must be in (0, {ceiling}]")
+    if s.device not in {"auto", "cpu"} and not s.device.startswith("cuda"):
+        raise ConfigError(f"setting 'device': {s.device!r} is not auto, cpu or cuda[:N]")
+    return s
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from file, environment and overrides (later wins)."""
+    env = os.environ if env is None else env
+    hints = get_type_hints(Settings)
+    known = {f.name for f in fields(Settings)} - {"extra"}
+    values: dict[str, Any] = {}
+    path = config_file or (Path(env[ENV_PREFIX + "CONFIG"]) if env.get(ENV_PREFIX + "CONFIG") else None)
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+        for key, raw in data.items():
+            if key not in known:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _coerce(key, raw, hints[key])
+    for key in known:
+        raw = env.get(ENV_PREFIX + key.upper())
+        if raw is not None and raw != "":
+            values[key] = _coerce(key, raw, hints[key])
+    for key, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        if key not in known:
+            raise ConfigError(f"unknown setting {key!r}")
+        values[key] = _coerce(key, raw, hints[key])
+    return validate(Settings(**values))
