@@ -1,0 +1,80 @@
+"""Score one sampled frame: find faces, crop them, ask the detector."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from server import limits
+from server.vision.detector import Detector
+from server.vision.faces import FaceDetector, crop_face
+
+# Crops are taken with this much context around the face box: blending seams and colour
+# mismatches sit at the face boundary, which a tight box would cut off.
+CROP_MARGIN = 0.3
+
+
+@dataclass(slots=True)
+class FrameResult:
+    """What one sampled frame told us; ``score`` is None when it had no face."""
+
+    index: int
+    t: float
+    score: float | None
+    boxes: list[list[int]] = field(default_factory=list)
+    face_scores: list[float] = field(default_factory=list)
+    tamper: float | None = None
+    purified_score: float | None = None
+    purify_status: str | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        """Column values for server.db.models.Frame."""
+        return {
+            "index": self.index,
+            "t": self.t,
+            "score": self.score,
+            "tamper": self.tamper,
+            "purified_score": self.purified_score,
+            "purify_status": self.purify_status,
+            "boxes": self.boxes,
+            "face_scores": self.face_scores,
+        }
+
+    def to_event(self) -> dict[str, Any]:
+        """The timeline entry / SSE ``frame`` payload."""
+        return {
+            "index": self.index,
+            "t": round(self.t, 3),
+            "score": None if self.score is None else round(self.score, 4),
+            "tamper": None if self.tamper is None else round(self.tamper, 4),
+            "purified_score": None if self.purified_score is None else round(self.purified_score, 4),
+            "boxes": self.boxes,
+        }
+
+
+def score_frame(
+    index: int,
+    t: float,
+    image: np.ndarray,
+    faces: FaceDetector,
+    detector: Detector,
+    max_faces: int = limits.MAX_FACES_PER_FRAME,
+) -> FrameResult:
+    """Detect faces in ``image`` (HxWx3 RGB) and score each; the frame's score is the max."""
+    boxes = faces.detect(image)[:max_faces]
+    if not boxes:
+        return FrameResult(index=index, t=t, score=None)
+    h, w = detector.card.input_size
+    crops = [crop_face(image, b, margin=CROP_MARGIN, size=(h, w)) for b in boxes]
+    probs = detector.predict(crops)
+    scores = [float(p) for p in probs]
+    # One manipulated face makes the frame manipulated, so the frame takes the max.
+    return FrameResult(
+        index=index,
+        t=t,
+        score=max(scores),
+        boxes=[[b.x, b.y, b.w, b.h] for b in boxes],
+        face_scores=[round(s, 4) for s in scores],
+    )

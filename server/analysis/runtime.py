@@ -1,0 +1,44 @@
+"""The loaded models a process checks videos with: one detector, per-thread face detectors."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from server.vision.detector import Detector
+from server.vision.faces import FaceDetector, create_face_detector
+
+
+@dataclass
+class Runtime:
+    """Models shared by all checks of a process.
+
+    The torch detector is safe to call from several threads under inference mode; OpenCV's
+    cascade classifier is not, so each thread gets its own face detector.
+    """
+
+    detector: Detector
+    face_detector_name: str = "haar"
+    _local: threading.local = field(default_factory=threading.local, repr=False)
+
+    @classmethod
+    def load(
+        cls, model_dir: Path, *, device: str = "auto", face_detector: str = "haar", threads: int = 0
+    ) -> Runtime:
+        """Load the detector checkpoint (hash and card checked) and warm it once."""
+        if threads > 0:
+            torch.set_num_threads(threads)
+        runtime = cls(detector=Detector.load(model_dir, device=device), face_detector_name=face_detector)
+        runtime.faces()  # fail at start-up, not on the first check, if the face model is missing
+        return runtime
+
+    def faces(self) -> FaceDetector:
+        """This thread's face detector."""
+        det = getattr(self._local, "faces", None)
+        if det is None:
+            det = create_face_detector(self.face_detector_name)
+            self._local.faces = det
+        return det

@@ -1,0 +1,110 @@
+"""Aggregate per-frame results into the verdict object of the API (shared/DESIGN.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from server.analysis.frames import FrameResult
+from server.vision.card import ModelCard
+
+# Fewer face frames than this and a verdict would rest on one or two glimpses: inconclusive.
+MIN_FACE_FRAMES = 3
+
+
+class Label:
+    """Verdict labels."""
+
+    AUTHENTIC = "authentic"
+    MANIPULATED = "manipulated"
+    TAMPERED = "tampered"
+    INCONCLUSIVE = "inconclusive"
+    FAILED = "failed"
+
+
+def model_info(card: ModelCard) -> dict[str, Any]:
+    """The ``model`` block of a verdict."""
+    return {
+        "id": card.id,
+        "version": card.version,
+        "architecture": card.architecture,
+        "demo": card.demo,
+        "threshold": card.threshold,
+    }
+
+
+def aggregate(
+    results: Sequence[FrameResult],
+    card: ModelCard,
+    *,
+    timings: dict[str, float],
+    media: dict[str, Any] | None = None,
+    truncated: bool = False,
+    tamper_threshold: float | None = None,
+) -> dict[str, Any]:
+    """Build the verdict object from every sampled frame's result."""
+    face_frames = [r for r in results if r.score is not None]
+    suspicious = [
+        r
+        for r in results
+        if r.tamper is not None and tamper_threshold is not None and r.tamper >= tamper_threshold
+    ]
+    purified = [r for r in suspicious if r.purified_score is not None]
+    tampers = [r.tamper for r in results if r.tamper is not None]
+    verdict: dict[str, Any] = {
+        "label": Label.INCONCLUSIVE,
+        "score": None,
+        "confidence": None,
+        "reason": None,
+        "frames_analyzed": len(results),
+        "faces": {
+            "frames_with_faces": len(face_frames),
+            "max_per_frame": max((len(r.boxes) for r in results), default=0),
+            "total": sum(len(r.boxes) for r in results),
+        },
+        "tamper": {
+            "suspicious_frames": len(suspicious),
+            "purified_frames": len(purified),
+            "max_score": max(tampers) if tampers else None,
+            "threshold": tamper_threshold,
+        },
+        "timeline": [r.to_event() for r in results],
+        "model": model_info(card),
+        "media": media or {},
+        "truncated": truncated,
+        "cached": False,
+        "keys": [],
+        "timings": {k: round(v, 4) for k, v in timings.items()},
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+    if not results:
+        verdict["reason"] = "no frames could be decoded from the video"
+        return verdict
+    if len(face_frames) < MIN_FACE_FRAMES:
+        verdict["reason"] = (
+            f"no usable face: faces were found in {len(face_frames)} of {len(results)} sampled frames "
+            f"(at least {MIN_FACE_FRAMES} are needed)"
+        )
+        return verdict
+    # Purified scores replace the raw score of frames found perturbed: the raw one is what
+    # the attacker chose.
+    scores = [
+        r.purified_score if (r in suspicious and r.purified_score is not None) else r.score
+        for r in face_frames
+    ]
+    score = sum(scores) / len(scores)  # type: ignore[arg-type]
+    manipulated = score >= card.threshold
+    agreeing = sum(1 for s in scores if (s >= card.threshold) == manipulated)  # type: ignore[operator]
+    verdict["score"] = round(score, 4)
+    verdict["confidence"] = round(agreeing / len(scores), 4)
+    if suspicious:
+        verdict["label"] = Label.TAMPERED
+        verdict["reason"] = (
+            f"{len(suspicious)} frame(s) carry an adversarial perturbation; after purification the content "
+            f"scores {'manipulated' if manipulated else 'authentic'}"
+        )
+        verdict["manipulated"] = manipulated
+    else:
+        verdict["label"] = Label.MANIPULATED if manipulated else Label.AUTHENTIC
+    return verdict

@@ -1,0 +1,14 @@
+"""Thin aiohttp handlers, one module per resource; ``setup_routes`` wires them."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server.api import checks, health, models
+
+
+def setup_routes(app: web.Application) -> None:
+    """Register every route of the API."""
+    health.register(app)
+    checks.register(app)
+    models.register(app)

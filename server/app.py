@@ -1,0 +1,89 @@
+"""The aiohttp application factory: ``create_app(settings)``; it never reads env or argv."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from server import limits
+from server.analysis.runtime import Runtime
+from server.api import setup_routes
+from server.db import repo
+from server.db.engine import create_engine, session_factory
+from server.jobs import JobManager
+from server.keys import engine_key, executor_key, jobs_key, runtime_key, sessions_key, settings_key
+from server.middlewares import error_middleware
+from server.settings import Settings
+
+_LOGGER = logging.getLogger(__name__)
+
+
+async def spool_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The upload spool folder; partial files of a previous run are orphans and go."""
+    spool = app[settings_key].data_dir / "uploads"
+    spool.mkdir(parents=True, exist_ok=True)
+    for stale in spool.glob("unmask-upload-*.part"):
+        stale.unlink(missing_ok=True)
+    yield
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The async engine and session factory; fails this instance's orphaned checks at start."""
+    settings = app[settings_key]
+    engine = create_engine(settings.resolved_database_url)
+    app[engine_key] = engine
+    app[sessions_key] = session_factory(engine)
+    orphans = await repo.fail_orphaned(
+        app[sessions_key], settings.instance_id, "the server restarted before this check finished"
+    )
+    if orphans:
+        _LOGGER.warning("marked %d interrupted check(s) as failed", orphans)
+    yield
+    await engine.dispose()
+
+
+async def executor_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Threads that run decode and inference off the event loop."""
+    executor = ThreadPoolExecutor(
+        max_workers=app[settings_key].max_running_checks, thread_name_prefix="check"
+    )
+    app[executor_key] = executor
+    yield
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+async def model_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Load the detector (hash and card verified) once, off the event loop."""
+    settings = app[settings_key]
+    loop = asyncio.get_running_loop()
+    app[runtime_key] = await loop.run_in_executor(
+        app[executor_key],
+        lambda: Runtime.load(
+            settings.model_dir,
+            device=settings.device,
+            face_detector=settings.face_detector,
+            threads=settings.torch_threads,
+        ),
+    )
+    yield
+
+
+async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The job manager; on shutdown running checks are stopped and recorded as interrupted."""
+    jobs = JobManager(app[settings_key], app[sessions_key], app[runtime_key], app[executor_key])
+    app[jobs_key] = jobs
+    yield
+    await jobs.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the application for ``settings``."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=limits.MAX_JSON_BYTES)
+    app[settings_key] = settings
+    app.cleanup_ctx.extend([spool_ctx, database_ctx, executor_ctx, model_ctx, jobs_ctx])
+    setup_routes(app)
+    return app

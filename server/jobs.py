@@ -1,0 +1,328 @@
+"""Run checks as background jobs and fan their progress out to SSE subscribers.
+
+One ``Job`` per running check lives in memory: it keeps the events so far (so a late
+subscriber gets the whole story) and the queues of live subscribers. The database holds the
+durable state: frames are written in small batches while the check runs, the verdict at the
+end. Once a job is finished and forgotten, subscribers are served from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from server.analysis.frames import FrameResult
+from server.analysis.run import Cancelled, analyze_video, media_dict
+from server.analysis.runtime import Runtime
+from server.analysis.verdict import aggregate
+from server.db import repo
+from server.db.models import CheckStatus
+from server.errors import NotFound, UnmaskError
+from server.media.decode import DecodeLimits, MediaInfo
+from server.settings import Settings
+
+_LOGGER = logging.getLogger(__name__)
+
+# Frames are written to the database at least this often while a check runs, so a reader
+# on another server (or after a crash) sees progress without one write per frame.
+FRAME_FLUSH_INTERVAL_S = 0.25
+
+# A finished job stays in memory this long for subscribers that arrive just after the end;
+# afterwards its events are rebuilt from the database.
+FINISHED_JOB_TTL_S = 60.0
+
+Event = tuple[int, str, dict[str, Any]]
+
+
+def new_check_id() -> str:
+    """A random, unguessable check id (the report page is public by id)."""
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Job:
+    """The in-memory side of one running check."""
+
+    id: str
+    status: str = CheckStatus.QUEUED
+    events: list[Event] = field(default_factory=list)
+    subscribers: set[asyncio.Queue[Event | None]] = field(default_factory=set)
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    error: UnmaskError | None = None
+    verdict: dict[str, Any] | None = None
+    info: MediaInfo | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    pending_frames: list[FrameResult] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+    flush_stop: asyncio.Event = field(default_factory=asyncio.Event)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+    first_frame_s: float | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def publish(self, name: str, data: dict[str, Any]) -> None:
+        """Record an event and hand it to every live subscriber."""
+        event = (len(self.events) + 1, name, data)
+        self.events.append(event)
+        for queue in self.subscribers:
+            queue.put_nowait(event)
+
+    def close_subscribers(self) -> None:
+        """Tell every subscriber the stream has ended."""
+        for queue in self.subscribers:
+            queue.put_nowait(None)
+
+
+class JobManager:
+    """Starts checks on the executor, tracks them, and streams their events."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker,
+        runtime: Runtime,
+        executor: ThreadPoolExecutor,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.runtime = runtime
+        self.executor = executor
+        self.jobs: dict[str, Job] = {}
+        self.limits = DecodeLimits(
+            max_duration_s=settings.max_duration_s,
+            max_frame_pixels=settings.max_frame_pixels,
+            max_sampled_frames=settings.max_sampled_frames,
+        )
+
+    def get(self, check_id: str) -> Job | None:
+        """The in-memory job, when this process runs (or just ran) it."""
+        return self.jobs.get(check_id)
+
+    def start(
+        self,
+        check_id: str,
+        source: BinaryIO | str,
+        *,
+        container: str | None,
+        cleanup: Callable[[], None] | None = None,
+    ) -> Job:
+        """Start analysing ``source`` for the already-stored check ``check_id``."""
+        job = Job(id=check_id)
+        self.jobs[check_id] = job
+        job.publish("progress", {"status": CheckStatus.QUEUED, "frames": 0})
+        job.task = asyncio.create_task(self._run(job, source, container, cleanup), name=f"check-{check_id}")
+        return job
+
+    async def _run(
+        self, job: Job, source: BinaryIO | str, container: str | None, cleanup: Callable[[], None] | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        flusher = asyncio.create_task(self._flush_loop(job))
+
+        async def stop_flusher() -> None:
+            # Never cancel a flush mid-write: the batch it holds would be lost.
+            job.flush_stop.set()
+            with contextlib.suppress(Exception):
+                await flusher
+
+        try:
+            outcome = await loop.run_in_executor(
+                self.executor,
+                lambda: self._analyze(job, source, container, loop),
+            )
+            await stop_flusher()
+            if job.background:
+                await asyncio.gather(*job.background, return_exceptions=True)
+            await self._flush(job)
+            verdict = aggregate(
+                outcome.results,
+                self.runtime.detector.card,
+                timings={**outcome.timings, "purify": 0.0, "first_frame": job.first_frame_s or 0.0},
+                media=media_dict(outcome.info),
+                truncated=outcome.truncated,
+            )
+            verdict["check_id"] = job.id
+            await repo.finish_check(self.sessions, job.id, verdict)
+            job.verdict = verdict
+            job.status = CheckStatus.DONE
+            job.publish("verdict", verdict)
+        except (UnmaskError, Cancelled, Exception) as exc:
+            await stop_flusher()
+            await self._fail(job, exc)
+        finally:
+            job.opened.set()
+            job.done.set()
+            job.close_subscribers()
+            if cleanup is not None:
+                cleanup()
+            loop.call_later(FINISHED_JOB_TTL_S, self.jobs.pop, job.id, None)
+
+    def _analyze(
+        self, job: Job, source: BinaryIO | str, container: str | None, loop: asyncio.AbstractEventLoop
+    ):
+        """Executor-thread body: report each step back to the loop thread."""
+        loop.call_soon_threadsafe(self._on_running, job)
+        return analyze_video(
+            source,
+            self.runtime,
+            rate=self.settings.sample_rate,
+            limits=self.limits,
+            container=container,
+            on_open=lambda info: loop.call_soon_threadsafe(self._on_open, job, info),
+            on_frame=lambda r: loop.call_soon_threadsafe(self._on_frame, job, r),
+            cancelled=job.stop.is_set,
+        )
+
+    @staticmethod
+    def _spawn(job: Job, coro) -> None:  # type: ignore[no-untyped-def]
+        # Keep a reference: the loop only holds weak references to tasks.
+        task = asyncio.ensure_future(coro)
+        job.background.add(task)
+        task.add_done_callback(job.background.discard)
+
+    def _on_running(self, job: Job) -> None:
+        job.status = CheckStatus.RUNNING
+        job.publish("progress", {"status": CheckStatus.RUNNING, "frames": 0})
+        self._spawn(
+            job,
+            repo.update_check(
+                self.sessions, job.id, status=CheckStatus.RUNNING, started_at=datetime.now(UTC)
+            ),
+        )
+
+    def _on_open(self, job: Job, info: MediaInfo) -> None:
+        job.info = info
+        job.opened.set()
+        job.publish("progress", {"status": job.status, "frames": 0, "media": media_dict(info)})
+        self._spawn(job, repo.update_check(self.sessions, job.id, media=media_dict(info)))
+
+    def _on_frame(self, job: Job, result: FrameResult) -> None:
+        if job.first_frame_s is None:
+            job.first_frame_s = time.perf_counter() - job.started
+        job.pending_frames.append(result)
+        job.publish("frame", result.to_event())
+        frames = sum(1 for e in job.events if e[1] == "frame")
+        progress: dict[str, Any] = {"status": job.status, "frames": frames, "t": round(result.t, 3)}
+        if job.info is not None and job.info.duration_s:
+            progress["fraction"] = round(min(1.0, result.t / job.info.duration_s), 4)
+        job.publish("progress", progress)
+
+    async def _flush(self, job: Job) -> None:
+        batch, job.pending_frames = job.pending_frames, []
+        if batch:
+            await repo.add_frames(self.sessions, job.id, (r.to_row() for r in batch))
+
+    async def _flush_loop(self, job: Job) -> None:
+        while not job.flush_stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(job.flush_stop.wait(), FRAME_FLUSH_INTERVAL_S)
+            await self._flush(job)
+
+    async def _fail(self, job: Job, exc: BaseException) -> None:
+        if isinstance(exc, UnmaskError):
+            code, message = exc.code, exc.message
+            job.error = exc
+        elif isinstance(exc, Cancelled | asyncio.CancelledError):
+            code, message = (
+                "interrupted",
+                "the check was interrupted before it finished (server shutting down)",
+            )
+            job.error = UnmaskError(message)
+            job.error.code = code
+        else:
+            _LOGGER.exception("check %s failed unexpectedly", job.id)
+            code, message = "internal", f"internal error while analysing the video ({type(exc).__name__})"
+            job.error = UnmaskError(message)
+        job.status = CheckStatus.FAILED
+        # Pending status writes must land before the failure, or they would overwrite it.
+        if job.background:
+            await asyncio.gather(*job.background, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._flush(job)
+        try:
+            await repo.fail_check(self.sessions, job.id, code, message)
+        except Exception:  # the database itself may be what failed; the log keeps the reason
+            _LOGGER.exception("check %s: could not record the failure", job.id)
+        job.publish("error", {"code": code, "message": message})
+
+    async def subscribe(
+        self, check_id: str, after: int = 0, keepalive_s: float | None = None
+    ) -> AsyncIterator[Event | None]:
+        """Every event of a check after sequence number ``after``, live while it runs.
+
+        Yields None when ``keepalive_s`` passes without an event, so the caller can ping.
+        """
+        job = self.jobs.get(check_id)
+        if job is None:
+            async for event in self._replay_from_db(check_id, after):
+                yield event
+            return
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        backlog = [e for e in job.events if e[0] > after]
+        finished = job.done.is_set()
+        if not finished:
+            job.subscribers.add(queue)
+        try:
+            for event in backlog:
+                yield event
+            if finished:
+                return
+            last = backlog[-1][0] if backlog else after
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), keepalive_s)
+                except TimeoutError:
+                    yield None
+                    continue
+                if event is None:
+                    return
+                if event[0] > last:
+                    yield event
+        finally:
+            job.subscribers.discard(queue)
+
+    async def _replay_from_db(self, check_id: str, after: int) -> AsyncIterator[Event]:
+        check = await repo.get_check(self.sessions, check_id, with_frames=True)
+        if check is None:
+            raise NotFound(f"no check with id {check_id!r}")
+        events: list[tuple[str, dict[str, Any]]] = [("progress", {"status": check.status})]
+        for f in check.frames:
+            events.append(
+                (
+                    "frame",
+                    FrameResult(
+                        index=f.index,
+                        t=f.t,
+                        score=f.score,
+                        boxes=f.boxes,
+                        tamper=f.tamper,
+                        purified_score=f.purified_score,
+                    ).to_event(),
+                )
+            )
+        if check.verdict is not None:
+            events.append(("verdict", check.verdict.payload))
+        elif check.status == CheckStatus.FAILED:
+            events.append(("error", {"code": check.error_code, "message": check.error_message}))
+        for seq, (name, data) in enumerate(events, start=1):
+            if seq > after:
+                yield (seq, name, data)
+
+    async def close(self) -> None:
+        """Stop every running job and record it as interrupted."""
+        for job in list(self.jobs.values()):
+            job.stop.set()
+        tasks = [j.task for j in self.jobs.values() if j.task is not None and not j.task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=30)
