@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -26,7 +26,7 @@ from server.analysis.frames import FrameResult
 from server.analysis.run import Cancelled, analyze_video, media_dict
 from server.analysis.runtime import Runtime
 from server.analysis.verdict import aggregate
-from server.db import repo
+from server.db import cache, repo
 from server.db.models import CheckStatus
 from server.errors import NotFound, UnmaskError
 from server.media.decode import DecodeLimits, MediaInfo
@@ -37,6 +37,10 @@ _LOGGER = logging.getLogger(__name__)
 # Frames are written to the database at least this often while a check runs, so a reader
 # on another server (or after a crash) sees progress without one write per frame.
 FRAME_FLUSH_INTERVAL_S = 0.25
+
+# After this many sampled frames the job asks the cache whether a near-duplicate of the video
+# was judged before (a re-encode or re-upload); a hit ends the check with that verdict.
+CACHE_PROBE_FRAMES = 6
 
 # A finished job stays in memory this long for subscribers that arrive just after the end;
 # afterwards its events are rebuilt from the database.
@@ -69,6 +73,10 @@ class Job:
     flush_stop: asyncio.Event = field(default_factory=asyncio.Event)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     first_frame_s: float | None = None
+    results: list[FrameResult] = field(default_factory=list)
+    keys: Callable[[], list[tuple[str, str]]] | None = None
+    cache_hit: cache.CacheHit | None = None
+    superseded_by: str | None = None
     started: float = field(default_factory=time.perf_counter)
 
     def publish(self, name: str, data: dict[str, Any]) -> None:
@@ -99,6 +107,8 @@ class JobManager:
         self.runtime = runtime
         self.executor = executor
         self.jobs: dict[str, Job] = {}
+        self.model_ref = cache.model_ref(runtime.detector.card)
+        self.cache_ttl = timedelta(seconds=settings.cache_ttl_s)
         self.limits = DecodeLimits(
             max_duration_s=settings.max_duration_s,
             max_frame_pixels=settings.max_frame_pixels,
@@ -116,9 +126,14 @@ class JobManager:
         *,
         container: str | None,
         cleanup: Callable[[], None] | None = None,
+        keys: Callable[[], list[tuple[str, str]]] | None = None,
     ) -> Job:
-        """Start analysing ``source`` for the already-stored check ``check_id``."""
-        job = Job(id=check_id)
+        """Start analysing ``source`` for the already-stored check ``check_id``.
+
+        ``keys`` is called when the verdict is stored and names the exact cache keys
+        (sha256, url, video_id) known by then.
+        """
+        job = Job(id=check_id, keys=keys)
         self.jobs[check_id] = job
         job.publish("progress", {"status": CheckStatus.QUEUED, "frames": 0})
         job.task = asyncio.create_task(self._run(job, source, container, cleanup), name=f"check-{check_id}")
@@ -137,10 +152,17 @@ class JobManager:
                 await flusher
 
         try:
-            outcome = await loop.run_in_executor(
-                self.executor,
-                lambda: self._analyze(job, source, container, loop),
-            )
+            try:
+                outcome = await loop.run_in_executor(
+                    self.executor,
+                    lambda: self._analyze(job, source, container, loop),
+                )
+            except Cancelled:
+                if job.cache_hit is None:
+                    raise
+                await stop_flusher()
+                await self._finish_cached(job, job.cache_hit)
+                return
             await stop_flusher()
             if job.background:
                 await asyncio.gather(*job.background, return_exceptions=True)
@@ -153,6 +175,7 @@ class JobManager:
                 truncated=outcome.truncated,
             )
             verdict["check_id"] = job.id
+            verdict["keys"] = await self._store_keys(job, job.id, outcome.results)
             await repo.finish_check(self.sessions, job.id, verdict)
             job.verdict = verdict
             job.status = CheckStatus.DONE
@@ -210,6 +233,9 @@ class JobManager:
     def _on_frame(self, job: Job, result: FrameResult) -> None:
         if job.first_frame_s is None:
             job.first_frame_s = time.perf_counter() - job.started
+        job.results.append(result)
+        if len(job.results) == CACHE_PROBE_FRAMES:
+            self._spawn(job, self._probe_cache(job))
         job.pending_frames.append(result)
         job.publish("frame", result.to_event())
         frames = sum(1 for e in job.events if e[1] == "frame")
@@ -217,6 +243,41 @@ class JobManager:
         if job.info is not None and job.info.duration_s:
             progress["fraction"] = round(min(1.0, result.t / job.info.duration_s), 4)
         job.publish("progress", progress)
+
+    async def _probe_cache(self, job: Job) -> None:
+        """Stop the analysis early when a near-duplicate of this video has a verdict."""
+        hashes = [r.phash for r in job.results if r.phash is not None]
+        try:
+            hit = await cache.lookup_frames(self.sessions, hashes, self.model_ref)
+        except Exception:  # a cache failure must never fail the check itself
+            _LOGGER.exception("check %s: near-duplicate look-up failed", job.id)
+            return
+        if hit is not None and hit.check_id != job.id:
+            job.cache_hit = hit
+            job.stop.set()
+
+    async def _store_keys(self, job: Job, target: str, results: list[FrameResult]) -> list[dict[str, Any]]:
+        """Index the verdict of ``target`` under this job's keys and frame hashes."""
+        keys = job.keys() if job.keys is not None else []
+        hashes = [(r.index, r.t, r.phash) for r in results if r.phash is not None] if target == job.id else []
+        try:
+            return await cache.store(self.sessions, target, self.model_ref, keys, hashes, self.cache_ttl)
+        except Exception:  # the verdict matters more than its cache entry
+            _LOGGER.exception("check %s: could not store cache keys", job.id)
+            return []
+
+    async def _finish_cached(self, job: Job, hit: cache.CacheHit) -> None:
+        """End the check with a near-duplicate's verdict, and index this copy's keys to it."""
+        if job.background:
+            await asyncio.gather(*job.background, return_exceptions=True)
+        await self._flush(job)
+        verdict = hit.as_verdict()
+        verdict["check_id"] = job.id
+        verdict["keys"] = await self._store_keys(job, hit.check_id, job.results)
+        await repo.finish_check(self.sessions, job.id, verdict)
+        job.verdict = verdict
+        job.status = CheckStatus.DONE
+        job.publish("verdict", verdict)
 
     async def _flush(self, job: Job) -> None:
         batch, job.pending_frames = job.pending_frames, []
@@ -233,6 +294,11 @@ class JobManager:
         if isinstance(exc, UnmaskError):
             code, message = exc.code, exc.message
             job.error = exc
+        elif isinstance(exc, Cancelled) and job.superseded_by is not None:
+            code = "duplicate"
+            message = f"the same video was already being checked; follow check {job.superseded_by}"
+            job.error = UnmaskError(message)
+            job.error.code = code
         elif isinstance(exc, Cancelled | asyncio.CancelledError):
             code, message = (
                 "interrupted",

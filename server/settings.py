@@ -46,8 +46,23 @@ class Settings:
     max_running_checks: int = 4
     torch_threads: int = 0  # 0: let the runtime pick (all cores)
     log_level: str = "INFO"
+    # How long a verdict is served from cache; a new detector version never reuses one anyway.
+    cache_ttl_s: int = 30 * 24 * 3600
     # Names this server among several sharing one database (restart recovery is per instance).
     instance_id: str = field(default_factory=socket.gethostname)
+    # DIP purification on Celery workers (worker/). Preset: auto (paper on CUDA, cpu on CPU),
+    # paper, fast, cpu, or tiny (a seconds-cheap CPU preset for tests and smoke runs).
+    purifier_preset: str = "auto"
+    purifier_iterations: int = 0  # 0: the preset's own iteration budget
+    # Soft limit: the task records "failed: time limit" for unfinished crops and returns, so the
+    # check still completes; hard limit: the worker child is killed. soft < hard < visibility.
+    purify_soft_time_limit_s: float = 300.0
+    purify_time_limit_s: float = 360.0
+    # Redis only: an unacknowledged task (its worker vanished) is redelivered after this long.
+    # Above the hard limit, or a running task would be handed to a second worker.
+    broker_visibility_timeout_s: float = 600.0
+    # Test hook: stall each task's first delivery this long (never a redelivery); 0 in production.
+    purify_debug_sleep_s: float = 0.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -96,12 +111,21 @@ def validate(s: Settings) -> Settings:
         ("max_frame_pixels", limits.MAX_FRAME_PIXELS * 4),
         ("max_sampled_frames", limits.MAX_SAMPLED_FRAMES * 4),
         ("max_running_checks", 256),
+        ("cache_ttl_s", 10 * 365 * 24 * 3600),
     ):
         value = getattr(s, name)
         if not 0 < value <= ceiling:
             raise ConfigError(f"setting {name!r}: {value} must be in (0, {ceiling}]")
     if s.device not in {"auto", "cpu"} and not s.device.startswith("cuda"):
         raise ConfigError(f"setting 'device': {s.device!r} is not auto, cpu or cuda[:N]")
+    if not 0 < s.purify_soft_time_limit_s < s.purify_time_limit_s < s.broker_visibility_timeout_s:
+        raise ConfigError(
+            "settings 'purify_soft_time_limit_s' < 'purify_time_limit_s' < 'broker_visibility_timeout_s' "
+            f"must hold, got {s.purify_soft_time_limit_s} / {s.purify_time_limit_s} / "
+            f"{s.broker_visibility_timeout_s}"
+        )
+    if s.purifier_iterations < 0 or s.purify_debug_sleep_s < 0:
+        raise ConfigError("settings 'purifier_iterations' and 'purify_debug_sleep_s' must be >= 0")
     return s
 
 

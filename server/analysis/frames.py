@@ -10,6 +10,7 @@ import numpy as np
 from server import limits
 from server.vision.detector import Detector
 from server.vision.faces import FaceDetector, crop_face
+from server.vision.phash import phash64, to_signed
 
 # Crops are taken with this much context around the face box: blending seams and colour
 # mismatches sit at the face boundary, which a tight box would cut off.
@@ -28,6 +29,7 @@ class FrameResult:
     tamper: float | None = None
     purified_score: float | None = None
     purify_status: str | None = None
+    phash: int | None = None
 
     def to_row(self) -> dict[str, Any]:
         """Column values for server.db.models.Frame."""
@@ -40,6 +42,7 @@ class FrameResult:
             "purify_status": self.purify_status,
             "boxes": self.boxes,
             "face_scores": self.face_scores,
+            "phash": None if self.phash is None else to_signed(self.phash),
         }
 
     def to_event(self) -> dict[str, Any]:
@@ -63,9 +66,10 @@ def score_frame(
     max_faces: int = limits.MAX_FACES_PER_FRAME,
 ) -> FrameResult:
     """Detect faces in ``image`` (HxWx3 RGB) and score each; the frame's score is the max."""
+    fingerprint = phash64(image)
     boxes = faces.detect(image)[:max_faces]
     if not boxes:
-        return FrameResult(index=index, t=t, score=None)
+        return FrameResult(index=index, t=t, score=None, phash=fingerprint)
     h, w = detector.card.input_size
     crops = [crop_face(image, b, margin=CROP_MARGIN, size=(h, w)) for b in boxes]
     probs = detector.predict(crops)
@@ -77,4 +81,5 @@ def score_frame(
         score=max(scores),
         boxes=[[b.x, b.y, b.w, b.h] for b in boxes],
         face_scores=[round(s, 4) for s in scores],
+        phash=fingerprint,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.api import checks, health, models
+from server.api import checks, health, models, verdicts
 
 
 def setup_routes(app: web.Application) -> None:
@@ -12,3 +12,4 @@ def setup_routes(app: web.Application) -> None:
     health.register(app)
     checks.register(app)
     models.register(app)
+    verdicts.register(app)

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from server.api.uploads import open_upload, pump_rest
-from server.db import repo
+from server.db import cache, repo
 from server.db.models import Check, CheckStatus
 from server.errors import BadRequest, NotFound, UnmaskError
 from server.jobs import new_check_id
@@ -83,14 +83,46 @@ async def create_check(request: web.Request) -> web.Response:
             request_id=request.get(request_id_key),
             owner=settings.instance_id,
         )
-        job = request.app[jobs_key].start(
-            check_id, spool.reader(), container=upload.container, cleanup=spool.close
+        jobs = request.app[jobs_key]
+        job = jobs.start(
+            check_id,
+            spool.reader(),
+            container=upload.container,
+            cleanup=spool.close,
+            keys=lambda: [("sha256", spool.sha256)] if spool.sha256 else [],
         )
         started = True
         await pump_rest(part, reader, spool)
-        await repo.update_check(
-            request.app[sessions_key], check_id, sha256=spool.sha256, size_bytes=spool.bytes_written
+        sessions = request.app[sessions_key]
+        await repo.update_check(sessions, check_id, sha256=spool.sha256, size_bytes=spool.bytes_written)
+        # The same bytes were judged before: answer from cache and stop the fresh analysis.
+        hit = await cache.lookup_key(sessions, "sha256", spool.sha256 or "", jobs.model_ref)
+        if hit is not None:
+            job.cache_hit = hit
+            job.stop.set()
+            await job.done.wait()
+            return web.json_response(
+                {
+                    "id": check_id,
+                    "status": job.status,
+                    "verdict": job.verdict,
+                    "links": check_links(check_id),
+                },
+                status=200,
+            )
+        # The same bytes are being checked right now (another request, maybe another server): the
+        # oldest such check goes on, the others join it.
+        running = await cache.active_check_with(
+            sessions, ref_id=card.id, ref_version=card.version, sha256=spool.sha256
         )
+        if running is not None and running != check_id:
+            job.superseded_by = running
+            job.stop.set()
+            return web.json_response(
+                {"id": running, "status": "running", "joined": True, "links": check_links(running)},
+                status=202,
+                headers={"Location": f"/v1/checks/{running}"},
+            )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(job.opened.wait(), OPEN_WAIT_S)
         if job.error is not None and job.error.status < 500:

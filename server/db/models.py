@@ -9,7 +9,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -85,6 +96,7 @@ class Frame(Base):
     purify_status: Mapped[str | None] = mapped_column(String(16))
     boxes: Mapped[list[Any]] = mapped_column(JSON, default=list)
     face_scores: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    phash: Mapped[int | None] = mapped_column(BigInteger)
 
     check: Mapped[Check] = relationship(back_populates="frames")
 
@@ -106,3 +118,48 @@ class Verdict(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     check: Mapped[Check] = relationship(back_populates="verdict")
+
+
+class CacheKey(Base):
+    """An exact key (canonical URL, platform video id, SHA-256 of the bytes) → a verdict's check.
+
+    ``model_ref`` is part of every key: a verdict is only ever served for the detector
+    (id, version and weights) that produced it.
+    """
+
+    __tablename__ = "cache_keys"
+    __table_args__ = (UniqueConstraint("kind", "value", "model_ref", name="uq_cache_keys_kind_value_model"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # url | video_id | sha256
+    value: Mapped[str] = mapped_column(String(2048))
+    model_ref: Mapped[str] = mapped_column(String(200))
+    check_id: Mapped[str] = mapped_column(ForeignKey("checks.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class FrameHash(Base):
+    """One sampled frame's perceptual hash of a cached verdict, split into indexed bands.
+
+    Near-duplicate look-up collects candidates that share any 16-bit band with a query hash
+    (index seeks, never a table scan), then confirms by Hamming distance over the sequence.
+    """
+
+    __tablename__ = "frame_hashes"
+    __table_args__ = tuple(Index(f"ix_frame_hashes_b{i}", "model_ref", f"b{i}") for i in range(4))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    check_id: Mapped[str] = mapped_column(ForeignKey("checks.id", ondelete="CASCADE"), index=True)
+    model_ref: Mapped[str] = mapped_column(String(200))
+    seq: Mapped[int] = mapped_column(Integer)
+    t: Mapped[float] = mapped_column(Float)
+    phash: Mapped[int] = mapped_column(BigInteger)
+    b0: Mapped[int] = mapped_column(Integer)
+    b1: Mapped[int] = mapped_column(Integer)
+    b2: Mapped[int] = mapped_column(Integer)
+    b3: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+from server.db import purify_models  # noqa: E402, F401  (registers the purification tables on Base.metadata)

@@ -46,3 +46,46 @@ def write_face_video(path: Path, seconds: float = 3.0, **kw) -> Path:
 def write_blank_video(path: Path, seconds: float = 2.0, **kw) -> Path:
     """A short H.264 MP4 without faces."""
     return write_video(blank_frames(seconds), path, **kw)
+
+
+SCENES = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "camera",
+    "rocket",
+    "cat",
+    "coins",
+    "moon",
+    "page",
+    "horse",
+    "text",
+)
+
+
+def scene_frames(
+    scene: str, seconds: float = 4.0, fps: int = 25, size: tuple[int, int] = (320, 240), motion: str = "pan"
+):
+    """A moving view over one of scikit-image's bundled photographs (distinct content per scene)."""
+    img = getattr(data, scene)()
+    if img.dtype == bool:
+        img = img.astype(np.uint8) * 255
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    img = img[..., :3].astype(np.uint8)
+    w, h = size
+    canvas = cv2.resize(img, (int(w * 1.5), int(h * 1.5)), interpolation=cv2.INTER_AREA)
+    n = int(seconds * fps)
+    for i in range(n):
+        a = i / max(n - 1, 1)
+        if motion == "pan":
+            x, y, scale = int(a * (canvas.shape[1] - w)), int((canvas.shape[0] - h) * 0.5), 1.0
+        else:  # zoom
+            scale = 1.0 - 0.3 * a
+            x, y = int((canvas.shape[1] - w * scale * 1.5) / 2), int((canvas.shape[0] - h * scale * 1.5) / 2)
+        if motion == "pan":
+            view = canvas[y : y + h, x : x + w]
+        else:
+            cw, ch = int(w * 1.5 * scale), int(h * 1.5 * scale)
+            view = cv2.resize(canvas[y : y + ch, x : x + cw], (w, h), interpolation=cv2.INTER_AREA)
+        yield np.ascontiguousarray(view)
