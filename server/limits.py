@@ -44,3 +44,47 @@ MAX_JSON_BYTES = 64 * 1024
 
 # Bytes read from an upload before the container must be recognisable by its magic bytes.
 SNIFF_BYTES = 64 * 1024
+
+# Redirect hops followed when fetching a URL, each re-vetted: real video links need one or two
+# (short link -> CDN); more is a loop or an attempt to wear the checks down (Mastodon follows 2).
+FETCH_MAX_REDIRECTS = 3
+
+# Ports a fetched URL may name: the web's own. Other ports on public hosts are admin panels,
+# databases and mail servers an attacker wants us to talk to (Discourse's rule).
+FETCH_ALLOWED_PORTS = frozenset({80, 443})
+
+# A TCP+TLS handshake to a healthy CDN takes well under a second; 5 s also covers a slow
+# mobile-grade upstream while bounding how long one check can hold a pending socket (Discourse: 5 s).
+FETCH_CONNECT_TIMEOUT_S = 5.0
+
+# Longest silence tolerated between two reads (including waiting for the response headers):
+# a live server sends something every few hundred ms; a stalled one must not pin a check
+# (Mastodon and Camo: 10 s).
+FETCH_READ_TIMEOUT_S = 10.0
+
+# Whole fetch, redirects and body included: MAX_UPLOAD_BYTES at ~40 Mbit/s is ~110 s, so a
+# legitimate maximum-size video still fits while a slow-drip server is cut off.
+FETCH_TOTAL_TIMEOUT_S = 120.0
+
+# A fetched video is capped like an uploaded one; the count is kept while streaming, so a
+# missing or lying Content-Length does not help.
+FETCH_MAX_BYTES = MAX_UPLOAD_BYTES
+
+# URLs longer than this are not video links but payloads; browsers and CDNs cap around 8 KiB.
+FETCH_MAX_URL_CHARS = 8192
+
+# Face crops in one purify_frames task: they are fitted as one batch, so this bounds a task's
+# memory (32 is DIPConfig.fast()'s group, one GPU launch) and its share of the time limit.
+PURIFY_MAX_CROPS_PER_TASK = 32
+
+# Deliveries of one crop's purification that may end with the worker dead (kill, OOM, crash)
+# before it is recorded as failed: with acks_late + reject_on_worker_lost a crop that kills
+# its worker every time would otherwise be redelivered forever (Celery's "message loop").
+PURIFY_MAX_ATTEMPTS = 3
+
+# Frames the extension sends per request: a few seconds of sampled video; larger batches only
+# delay the first result the user sees.
+MAX_FRAMES_PER_REQUEST = 16
+
+# One captured JPEG frame: a 1920x1080 frame at quality 90 is ~0.5–1 MB.
+MAX_FRAME_JPEG_BYTES = 4 * 1024 * 1024
