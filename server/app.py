@@ -15,8 +15,17 @@ from server.api import setup_routes
 from server.db import repo
 from server.db.engine import create_engine, session_factory
 from server.jobs import JobManager
-from server.keys import engine_key, executor_key, jobs_key, runtime_key, sessions_key, settings_key
-from server.middlewares import error_middleware
+from server.keys import (
+    engine_key,
+    executor_key,
+    fetcher_key,
+    jobs_key,
+    runtime_key,
+    sessions_key,
+    settings_key,
+)
+from server.media.fetch import Fetcher, FetchPolicy
+from server.middlewares import cors_middleware, error_middleware, response_headers
 from server.settings import Settings
 
 _LOGGER = logging.getLogger(__name__)
@@ -72,6 +81,22 @@ async def model_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+def fetch_policy(settings: Settings) -> FetchPolicy:
+    """The SSRF policy of outbound fetches, with the operator's explicit allow-list."""
+    allowed = []
+    for item in filter(None, (x.strip() for x in settings.fetch_allow_hosts.split(","))):
+        host, _, port = item.rpartition(":")
+        allowed.append((host.strip("[]"), int(port)))
+    return FetchPolicy(allow_hosts=frozenset(allowed), max_bytes=settings.max_upload_bytes)
+
+
+async def fetcher_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The one SSRF-safe HTTP client of the process."""
+    async with Fetcher(fetch_policy(app[settings_key])) as fetcher:
+        app[fetcher_key] = fetcher
+        yield
+
+
 async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     """The job manager; on shutdown running checks are stopped and recorded as interrupted."""
     jobs = JobManager(app[settings_key], app[sessions_key], app[runtime_key], app[executor_key])
@@ -82,8 +107,12 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the application for ``settings``."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=limits.MAX_JSON_BYTES)
+    origins = frozenset(o.strip() for o in settings.cors_origins.split(",") if o.strip())
+    app = web.Application(
+        middlewares=[cors_middleware(origins), error_middleware], client_max_size=limits.MAX_JSON_BYTES
+    )
     app[settings_key] = settings
-    app.cleanup_ctx.extend([spool_ctx, database_ctx, executor_ctx, model_ctx, jobs_ctx])
+    app.on_response_prepare.append(response_headers(origins))
+    app.cleanup_ctx.extend([spool_ctx, database_ctx, executor_ctx, model_ctx, fetcher_ctx, jobs_ctx])
     setup_routes(app)
     return app

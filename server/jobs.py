@@ -20,15 +20,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
+import numpy as np
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from server.analysis.frames import FrameResult
+from server.analysis.frames import FrameResult, score_frame
 from server.analysis.run import Cancelled, analyze_video, media_dict
 from server.analysis.runtime import Runtime
 from server.analysis.verdict import aggregate
 from server.db import cache, repo
 from server.db.models import CheckStatus
-from server.errors import NotFound, UnmaskError
+from server.errors import Conflict, MediaLimitExceeded, NotFound, UnmaskError
 from server.media.decode import DecodeLimits, MediaInfo
 from server.settings import Settings
 
@@ -77,6 +78,14 @@ class Job:
     keys: Callable[[], list[tuple[str, str]]] | None = None
     cache_hit: cache.CacheHit | None = None
     superseded_by: str | None = None
+    source_url: str | None = None
+    pump: asyncio.Task[None] | None = None
+    frames_mode: bool = False
+    frames_final: asyncio.Event = field(default_factory=asyncio.Event)
+    last_activity: float = 0.0
+    next_index: int = 0
+    inflight: int = 0
+    detect_s: float = 0.0
     started: float = field(default_factory=time.perf_counter)
 
     def publish(self, name: str, data: dict[str, Any]) -> None:
@@ -107,6 +116,8 @@ class JobManager:
         self.runtime = runtime
         self.executor = executor
         self.jobs: dict[str, Job] = {}
+        # Canonical URL → the check id being created for it (single flight within this process).
+        self.url_claims: dict[str, asyncio.Future[str]] = {}
         self.model_ref = cache.model_ref(runtime.detector.card)
         self.cache_ttl = timedelta(seconds=settings.cache_ttl_s)
         self.limits = DecodeLimits(
@@ -114,6 +125,13 @@ class JobManager:
             max_frame_pixels=settings.max_frame_pixels,
             max_sampled_frames=settings.max_sampled_frames,
         )
+
+    def running_for_url(self, canonical: str) -> str | None:
+        """The id of a check of this process that is fetching/analysing ``canonical`` now."""
+        for job in self.jobs.values():
+            if job.source_url == canonical and not job.done.is_set():
+                return job.id
+        return None
 
     def get(self, check_id: str) -> Job | None:
         """The in-memory job, when this process runs (or just ran) it."""
@@ -127,13 +145,14 @@ class JobManager:
         container: str | None,
         cleanup: Callable[[], None] | None = None,
         keys: Callable[[], list[tuple[str, str]]] | None = None,
+        source_url: str | None = None,
     ) -> Job:
         """Start analysing ``source`` for the already-stored check ``check_id``.
 
         ``keys`` is called when the verdict is stored and names the exact cache keys
         (sha256, url, video_id) known by then.
         """
-        job = Job(id=check_id, keys=keys)
+        job = Job(id=check_id, keys=keys, source_url=source_url)
         self.jobs[check_id] = job
         job.publish("progress", {"status": CheckStatus.QUEUED, "frames": 0})
         job.task = asyncio.create_task(self._run(job, source, container, cleanup), name=f"check-{check_id}")
@@ -164,22 +183,13 @@ class JobManager:
                 await self._finish_cached(job, job.cache_hit)
                 return
             await stop_flusher()
-            if job.background:
-                await asyncio.gather(*job.background, return_exceptions=True)
-            await self._flush(job)
-            verdict = aggregate(
+            await self._complete(
+                job,
                 outcome.results,
-                self.runtime.detector.card,
-                timings={**outcome.timings, "purify": 0.0, "first_frame": job.first_frame_s or 0.0},
+                timings=outcome.timings,
                 media=media_dict(outcome.info),
                 truncated=outcome.truncated,
             )
-            verdict["check_id"] = job.id
-            verdict["keys"] = await self._store_keys(job, job.id, outcome.results)
-            await repo.finish_check(self.sessions, job.id, verdict)
-            job.verdict = verdict
-            job.status = CheckStatus.DONE
-            job.publish("verdict", verdict)
         except (UnmaskError, Cancelled, Exception) as exc:
             await stop_flusher()
             await self._fail(job, exc)
@@ -189,6 +199,111 @@ class JobManager:
             job.close_subscribers()
             if cleanup is not None:
                 cleanup()
+            loop.call_later(FINISHED_JOB_TTL_S, self.jobs.pop, job.id, None)
+
+    async def _complete(
+        self,
+        job: Job,
+        results: list[FrameResult],
+        *,
+        timings: dict[str, float],
+        media: dict[str, Any],
+        truncated: bool = False,
+    ) -> None:
+        """Aggregate, index in the cache, store and announce the verdict."""
+        if job.background:
+            await asyncio.gather(*job.background, return_exceptions=True)
+        await self._flush(job)
+        verdict = aggregate(
+            results,
+            self.runtime.detector.card,
+            timings={**timings, "purify": 0.0, "first_frame": job.first_frame_s or 0.0},
+            media=media,
+            truncated=truncated,
+        )
+        verdict["check_id"] = job.id
+        verdict["keys"] = await self._store_keys(job, job.id, results)
+        await repo.finish_check(self.sessions, job.id, verdict)
+        job.verdict = verdict
+        job.status = CheckStatus.DONE
+        job.publish("verdict", verdict)
+
+    # ------------------------------------------------------------------ frames sent by a client
+    def start_frames(self, check_id: str) -> Job:
+        """Open a check that receives captured frames (``add_frames``) instead of a video."""
+        job = Job(id=check_id, status=CheckStatus.RECEIVING, frames_mode=True)
+        self.jobs[check_id] = job
+        job.opened.set()
+        job.last_activity = time.monotonic()
+        job.publish("progress", {"status": CheckStatus.RECEIVING, "frames": 0})
+        job.task = asyncio.create_task(self._frames_run(job), name=f"frames-{check_id}")
+        return job
+
+    async def add_frames(self, job: Job, items: list[tuple[float, np.ndarray]], *, final: bool) -> int:
+        """Score client-captured frames (t, RGB image) on the executor and publish them."""
+        if job.done.is_set() or job.frames_final.is_set():
+            raise Conflict(f"check {job.id} no longer accepts frames (it is {job.status})")
+        if len(job.results) + len(items) > self.settings.max_sampled_frames:
+            raise MediaLimitExceeded(
+                f"a check takes at most {self.settings.max_sampled_frames} frames",
+                limit="max_sampled_frames",
+            )
+        loop = asyncio.get_running_loop()
+        start = job.next_index
+        job.next_index += len(items)
+        t0 = time.perf_counter()
+        job.inflight += 1
+        try:
+            results = await loop.run_in_executor(self.executor, self._score_images, start, items)
+        finally:
+            job.inflight -= 1
+            job.last_activity = time.monotonic()
+        job.detect_s += time.perf_counter() - t0
+        for result in results:
+            self._on_frame(job, result)
+        await self._flush(job)
+        if final or job.cache_hit is not None:
+            job.frames_final.set()
+        return len(results)
+
+    def _score_images(self, start: int, items: list[tuple[float, np.ndarray]]) -> list[FrameResult]:
+        faces = self.runtime.faces()
+        return [
+            score_frame(start + i, t, image, faces, self.runtime.detector)
+            for i, (t, image) in enumerate(items)
+        ]
+
+    async def _frames_run(self, job: Job) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while not job.frames_final.is_set():
+                idle = time.monotonic() - job.last_activity
+                if idle >= self.settings.frames_idle_timeout_s and job.inflight == 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        job.frames_final.wait(), self.settings.frames_idle_timeout_s - idle
+                    )
+            job.status = CheckStatus.RUNNING
+            if job.cache_hit is not None:
+                await self._finish_cached(job, job.cache_hit)
+            else:
+                results = sorted(job.results, key=lambda r: r.t)
+                await self._complete(
+                    job,
+                    results,
+                    timings={
+                        "decode": 0.0,
+                        "detect": job.detect_s,
+                        "total": time.perf_counter() - job.started,
+                    },
+                    media={"container": "frames", "frames_received": len(results)},
+                )
+        except (UnmaskError, Exception) as exc:
+            await self._fail(job, exc)
+        finally:
+            job.done.set()
+            job.close_subscribers()
             loop.call_later(FINISHED_JOB_TTL_S, self.jobs.pop, job.id, None)
 
     def _analyze(
@@ -389,6 +504,9 @@ class JobManager:
         """Stop every running job and record it as interrupted."""
         for job in list(self.jobs.values()):
             job.stop.set()
+            job.frames_final.set()  # frames checks end now with the frames they have
+            if job.pump is not None and not job.pump.done():
+                job.pump.cancel()
         tasks = [j.task for j in self.jobs.values() if j.task is not None and not j.task.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=30)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from server.media.fetch import Fetcher
 from server.settings import Settings
 
 if TYPE_CHECKING:
@@ -19,5 +20,6 @@ sessions_key = web.AppKey("sessions", async_sessionmaker)
 executor_key = web.AppKey("executor", ThreadPoolExecutor)
 runtime_key = web.AppKey("runtime", "Runtime")
 jobs_key = web.AppKey("jobs", "JobManager")
+fetcher_key = web.AppKey("fetcher", Fetcher)
 
 request_id_key = web.RequestKey("request_id", str)

@@ -43,6 +43,54 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         _LOGGER.exception("request %s: unexpected error", request_id)
         return _json_error(500, "internal", "internal server error", request_id)
-    if not response.prepared:
-        response.headers.setdefault(REQUEST_ID_HEADER, request_id)
     return response
+
+
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID, X-Request-Id"
+CORS_ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
+# Browsers may cache a preflight this long (seconds); Chromium caps it at 2 hours.
+CORS_MAX_AGE_S = 600
+
+
+def cors_middleware(origins: frozenset[str]):  # type: ignore[no-untyped-def]
+    """Answer CORS preflights for the configured extension origins only."""
+
+    @web.middleware
+    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if (
+            request.method == "OPTIONS"
+            and origin is not None
+            and "Access-Control-Request-Method" in request.headers
+        ):
+            if origin not in origins:
+                return _json_error(403, "origin_not_allowed", f"origin {origin!r} is not allowed", "")
+            return web.Response(
+                status=204,
+                headers={
+                    "Access-Control-Allow-Origin": origin,
+                    "Access-Control-Allow-Methods": CORS_ALLOW_METHODS,
+                    "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
+                    "Access-Control-Max-Age": str(CORS_MAX_AGE_S),
+                    "Vary": "Origin",
+                },
+            )
+        return await handler(request)
+
+    return cors
+
+
+def response_headers(origins: frozenset[str]):  # type: ignore[no-untyped-def]
+    """An on_response_prepare hook: request id and CORS headers on every response, streams included."""
+
+    async def prepare(request: web.Request, response: web.StreamResponse) -> None:
+        request_id = request.get(request_id_key)
+        if request_id:
+            response.headers.setdefault(REQUEST_ID_HEADER, request_id)
+        origin = request.headers.get("Origin")
+        if origin is not None and origin in origins:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = "Location, X-Request-Id, Retry-After"
+            response.headers["Vary"] = "Origin"
+
+    return prepare

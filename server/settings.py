@@ -46,11 +46,19 @@ class Settings:
     max_running_checks: int = 4
     torch_threads: int = 0  # 0: let the runtime pick (all cores)
     log_level: str = "INFO"
+    # Exact "ip:port" pairs (comma-separated) the URL fetcher may reach although they are not
+    # public addresses: for tests and for operators with an internal media server. Empty = none.
+    fetch_allow_hosts: str = ""
+    # A frames check (extension-captured frames) with no new frames for this long is finalised
+    # with what it has, so an accepted check always ends.
+    frames_idle_timeout_s: float = 60.0
+    # Browser-extension origins allowed by CORS (comma-separated, e.g. chrome-extension://<id>).
+    cors_origins: str = ""
     # How long a verdict is served from cache; a new detector version never reuses one anyway.
     cache_ttl_s: int = 30 * 24 * 3600
     # Names this server among several sharing one database (restart recovery is per instance).
     instance_id: str = field(default_factory=socket.gethostname)
-    # DIP purification on Celery workers (worker/). Preset: auto (paper on CUDA, cpu on CPU),
+    # DIP purification on Celery workers (worker/). Preset: auto (fast on CUDA, cpu on CPU),
     # paper, fast, cpu, or tiny (a seconds-cheap CPU preset for tests and smoke runs).
     purifier_preset: str = "auto"
     purifier_iterations: int = 0  # 0: the preset's own iteration budget
@@ -61,7 +69,7 @@ class Settings:
     # Redis only: an unacknowledged task (its worker vanished) is redelivered after this long.
     # Above the hard limit, or a running task would be handed to a second worker.
     broker_visibility_timeout_s: float = 600.0
-    # Test hook: stall each task's first delivery this long (never a redelivery); 0 in production.
+    # Test hook: stall a crop's first attempt this long (never a retry or redelivery); 0 in production.
     purify_debug_sleep_s: float = 0.0
     extra: Mapping[str, str] = field(default_factory=dict)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.api import checks, health, models, verdicts
+from server.api import checks, frames, health, models, verdicts
 
 
 def setup_routes(app: web.Application) -> None:
     """Register every route of the API."""
     health.register(app)
     checks.register(app)
+    frames.register(app)
     models.register(app)
     verdicts.register(app)

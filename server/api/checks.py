@@ -9,7 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
+from server.api.frames import open_frames_check
 from server.api.uploads import open_upload, pump_rest
+from server.api.url_checks import parse_body, start_url_check
 from server.db import cache, repo
 from server.db.models import Check, CheckStatus
 from server.errors import BadRequest, NotFound, UnmaskError
@@ -58,11 +60,29 @@ def check_body(check: Check) -> dict[str, Any]:
 
 
 async def create_check(request: web.Request) -> web.Response:
-    """``POST /v1/checks``: a multipart upload (``video``) starts a check → 202."""
+    """``POST /v1/checks``: a multipart upload (``video``) or JSON ``{"url", "page_url"?}``.
+
+    202 with the check id when work starts (or joins a running check of the same video),
+    200 with the verdict when the cache already knows the video.
+    """
+    if request.content_type == "application/json":
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"body is not valid JSON: {exc}") from exc
+        if isinstance(body, dict) and body.get("source") == "frames":
+            out = await open_frames_check(request, body)
+            out["links"] = {**check_links(out["id"]), "frames": f"/v1/checks/{out['id']}/frames"}
+            return web.json_response(out, status=202, headers={"Location": out["links"]["self"]})
+        url, page_url = parse_body(body)
+        status, out = await start_url_check(request, url, page_url)
+        out["links"] = check_links(out["id"])
+        headers = {"Location": out["links"]["self"]} if status == 202 else None
+        return web.json_response(out, status=status, headers=headers)
     if request.content_type != "multipart/form-data":
         raise BadRequest(
             f"unsupported content type {request.content_type!r}: send multipart/form-data with a "
-            "'video' file field",
+            "'video' file field, or application/json with {\"url\": …}",
         )
     settings = request.app[settings_key]
     card = request.app[runtime_key].detector.card

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from server.db.models import CacheKey, Check, FrameHash, Verdict
+from server.db.models import CacheKey, Check, CheckStatus, FrameHash, Verdict
 from server.vision.card import ModelCard
 from server.vision.phash import bands, hamming, to_signed, to_unsigned
 
@@ -275,7 +275,7 @@ async def active_check_with(
 ) -> str | None:
     """An unfinished check of the same video and model (single flight across servers)."""
     conds = [
-        Check.status.in_(("queued", "running", "purifying")),
+        Check.status.in_(CheckStatus.ACTIVE),
         Check.model_id == ref_id,
         Check.model_version == ref_version,
     ]

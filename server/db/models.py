@@ -39,12 +39,13 @@ class CheckStatus:
     """The states a check moves through (stored as strings)."""
 
     QUEUED = "queued"
+    RECEIVING = "receiving"  # a frames check waiting for the client's captured frames
     RUNNING = "running"
     PURIFYING = "purifying"
     DONE = "done"
     FAILED = "failed"
-    ACTIVE = (QUEUED, RUNNING, PURIFYING)
-    ALL = (QUEUED, RUNNING, PURIFYING, DONE, FAILED)
+    ACTIVE = (QUEUED, RECEIVING, RUNNING, PURIFYING)
+    ALL = (QUEUED, RECEIVING, RUNNING, PURIFYING, DONE, FAILED)
 
 
 class Check(Base):

@@ -1,0 +1,112 @@
+"""Frames captured by the extension: open a frames check, then post JPEG frames to it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from server import limits
+from server.db import repo
+from server.errors import BadRequest, Conflict, InvalidField, NotFound, PayloadTooLarge
+from server.jobs import Job, new_check_id
+from server.keys import executor_key, jobs_key, request_id_key, runtime_key, sessions_key, settings_key
+from server.media.images import decode_still
+
+# Short text fields of a frames request (timestamps, the final flag).
+MAX_FIELD_BYTES = 64
+
+
+async def open_frames_check(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    """Create a check that will receive frames; returns the 202 body."""
+    page_url = body.get("page_url")
+    if page_url is not None and (not isinstance(page_url, str) or len(page_url) > 2048):
+        raise InvalidField("page_url: a string of at most 2048 characters", field="page_url")
+    app = request.app
+    card = app[runtime_key].detector.card
+    check_id = new_check_id()
+    await repo.create_check(
+        app[sessions_key],
+        id=check_id,
+        source="frames",
+        page_url=page_url,
+        status="receiving",
+        container="frames",
+        model_id=card.id,
+        model_version=card.version,
+        request_id=request.get(request_id_key),
+        owner=app[settings_key].instance_id,
+    )
+    job = app[jobs_key].start_frames(check_id)
+    return {"id": check_id, "status": job.status}
+
+
+async def _read_parts(request: web.Request) -> tuple[list[tuple[str, bytes]], list[float], bool]:
+    try:
+        reader = await request.multipart()
+    except (ValueError, AssertionError, KeyError) as exc:
+        raise BadRequest(f"malformed multipart body: {exc}") from exc
+    frames: list[tuple[str, bytes]] = []
+    times: list[float] = []
+    final = False
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise BadRequest("nested multipart bodies are not accepted")
+        if part.name == "frame":
+            if len(frames) >= limits.MAX_FRAMES_PER_REQUEST:
+                raise PayloadTooLarge(f"at most {limits.MAX_FRAMES_PER_REQUEST} frames per request")
+            data = await part.read_chunk(limits.MAX_FRAME_JPEG_BYTES + 1)
+            if len(data) > limits.MAX_FRAME_JPEG_BYTES or await part.read_chunk(1):
+                raise PayloadTooLarge(f"frame {len(frames)} is over {limits.MAX_FRAME_JPEG_BYTES} bytes")
+            frames.append((f"frame {len(frames)}", data))
+        elif part.name in ("t", "final"):
+            text = (await part.read_chunk(MAX_FIELD_BYTES + 1)).decode("ascii", "replace").strip()
+            if len(text) > MAX_FIELD_BYTES:
+                raise InvalidField(f"{part.name}: too long", field=part.name)
+            if part.name == "final":
+                final = text in ("1", "true", "yes")
+                continue
+            try:
+                t = float(text)
+            except ValueError as exc:
+                raise InvalidField(f"t: {text!r} is not a number of seconds", field="t") from exc
+            if not 0 <= t <= limits.MAX_DURATION_S:
+                raise InvalidField(f"t: {t} is outside [0, {limits.MAX_DURATION_S}] seconds", field="t")
+            times.append(t)
+        else:
+            raise InvalidField(
+                f"unknown form field {part.name!r}: send 'frame', 't' and 'final'", field=part.name
+            )
+    if len(times) != len(frames):
+        raise InvalidField(f"{len(frames)} frame(s) but {len(times)} timestamp(s) 't'", field="t")
+    return frames, times, final
+
+
+async def post_frames(request: web.Request) -> web.Response:
+    """``POST /v1/checks/{id}/frames``: score captured frames; ``final=1`` ends the check."""
+    check_id = request.match_info["id"]
+    job: Job | None = request.app[jobs_key].get(check_id)
+    if job is None or not job.frames_mode:
+        check = await repo.get_check(request.app[sessions_key], check_id)
+        if check is None:
+            raise NotFound(f"no check with id {check_id!r}")
+        raise Conflict(
+            f"check {check_id} does not accept frames (source {check.source}, status {check.status})"
+        )
+    frames, times, final = await _read_parts(request)
+    settings = request.app[settings_key]
+    loop = asyncio.get_running_loop()
+    images = await loop.run_in_executor(
+        request.app[executor_key],
+        lambda: [
+            decode_still(data, name=name, max_pixels=settings.max_frame_pixels) for name, data in frames
+        ],
+    )
+    accepted = await request.app[jobs_key].add_frames(job, list(zip(times, images, strict=True)), final=final)
+    return web.json_response({"accepted": accepted, "frames": len(job.results), "status": job.status})
+
+
+def register(app: web.Application) -> None:
+    """Routes of this module."""
+    app.router.add_post("/v1/checks/{id}/frames", post_frames)

@@ -1,0 +1,156 @@
+"""Checks of a video by URL: cache first, join a running check, else fetch and decode as it streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from server import limits
+from server.db import cache, repo
+from server.db.urls import canonical_url, platform_video_id
+from server.errors import InvalidField, UnmaskError
+from server.jobs import Job, new_check_id
+from server.keys import fetcher_key, jobs_key, request_id_key, runtime_key, sessions_key, settings_key
+from server.media.fetch import FetchResponse
+from server.media.sniff import sniff_container
+from server.media.source import GrowingFile
+
+_LOGGER = logging.getLogger(__name__)
+
+MAX_URL_CHARS = 2048
+
+
+def parse_body(body: Any) -> tuple[str, str | None]:
+    """The ``url`` and optional ``page_url`` of a JSON check request."""
+    if not isinstance(body, dict):
+        raise InvalidField('body must be a JSON object like {"url": "https://…/video.mp4"}', field="body")
+    url, page_url = body.get("url"), body.get("page_url")
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidField("url: a non-empty string is required", field="url")
+    if len(url) > MAX_URL_CHARS:
+        raise InvalidField(f"url: longer than {MAX_URL_CHARS} characters", field="url")
+    if page_url is not None and (not isinstance(page_url, str) or len(page_url) > MAX_URL_CHARS):
+        raise InvalidField("page_url: a string of at most 2048 characters", field="page_url")
+    return url.strip(), page_url
+
+
+async def _pump(resp: FetchResponse, spool: GrowingFile) -> None:
+    """Copy the rest of the body into the spool; a fetch error fails the reader, not the server."""
+    try:
+        async for chunk in resp.iter_chunks():
+            spool.write(chunk)
+        spool.finish()
+    except UnmaskError as exc:
+        spool.fail(exc)
+    except Exception as exc:  # the check records it; the server carries on
+        spool.fail(exc)
+    finally:
+        resp.close()
+
+
+async def start_url_check(request: web.Request, url: str, page_url: str | None) -> tuple[int, dict[str, Any]]:
+    """Answer a URL check: (200, cached verdict) | (202, joined or new check)."""
+    app = request.app
+    sessions, jobs = app[sessions_key], app[jobs_key]
+    card = app[runtime_key].detector.card
+    canonical = canonical_url(url)
+    video_id = platform_video_id(url)
+    hit = await cache.lookup_key(sessions, "url", canonical, jobs.model_ref)
+    if hit is None and video_id is not None:
+        hit = await cache.lookup_key(sessions, "video_id", video_id, jobs.model_ref)
+    if hit is not None:
+        return 200, {"id": hit.check_id, "status": "done", "verdict": hit.as_verdict()}
+    running = jobs.running_for_url(canonical) or await cache.active_check_with(
+        sessions, ref_id=card.id, ref_version=card.version, source_url=canonical
+    )
+    if running is not None:
+        return 202, {"id": running, "status": "running", "joined": True}
+    claim = jobs.url_claims.get(canonical)
+    if claim is not None:
+        # Another request of this process is opening the same URL right now: share its outcome.
+        return 202, {"id": await asyncio.shield(claim), "status": "running", "joined": True}
+    claim = asyncio.get_running_loop().create_future()
+    claim.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no "never retrieved" log
+    jobs.url_claims[canonical] = claim
+    try:
+        status, out = await _fetch_and_start(request, url, page_url, canonical, video_id)
+    except BaseException as exc:
+        claim.set_exception(exc if isinstance(exc, Exception) else UnmaskError("request cancelled"))
+        raise
+    else:
+        claim.set_result(out["id"])
+        return status, out
+    finally:
+        jobs.url_claims.pop(canonical, None)
+
+
+async def _fetch_and_start(
+    request: web.Request, url: str, page_url: str | None, canonical: str, video_id: str | None
+) -> tuple[int, dict[str, Any]]:
+    """Open the URL, sniff its first bytes, store the check and start the job."""
+    app = request.app
+    sessions, jobs = app[sessions_key], app[jobs_key]
+    card = app[runtime_key].detector.card
+
+    # Open the upstream response before accepting: a refused or dead URL is this request's 4xx/502.
+    resp = await app[fetcher_key].open(url)
+    spool = GrowingFile(
+        dir=app[settings_key].data_dir / "uploads",
+        max_bytes=app[settings_key].max_upload_bytes,
+        expected_size=resp.content_length,
+    )
+    try:
+        async for chunk in resp.iter_chunks():
+            spool.write(chunk)
+            if spool.bytes_written >= limits.SNIFF_BYTES:
+                break
+        else:
+            spool.finish()
+        container = sniff_container(spool.head)
+    except BaseException:
+        resp.close()
+        spool.close()
+        raise
+    check_id = new_check_id()
+    await repo.create_check(
+        sessions,
+        id=check_id,
+        source="url",
+        source_url=canonical,
+        page_url=page_url,
+        container=container,
+        model_id=card.id,
+        model_version=card.version,
+        request_id=request.get(request_id_key),
+        owner=app[settings_key].instance_id,
+    )
+
+    def keys() -> list[tuple[str, str]]:
+        out = [("url", canonical)]
+        if video_id is not None:
+            out.append(("video_id", video_id))
+        if spool.sha256:
+            out.append(("sha256", spool.sha256))
+        return out
+
+    job: Job = jobs.start(
+        check_id, spool.reader(), container=container, cleanup=spool.close, keys=keys, source_url=canonical
+    )
+    if not spool.finished:
+        job.pump = asyncio.create_task(_pump(resp, spool), name=f"fetch-{check_id}")
+    else:
+        resp.close()
+    return 202, {"id": check_id, "status": job.status}
+
+
+async def stop_pumps(jobs: list[Job]) -> None:
+    """Cancel the download tasks of running URL checks (shutdown)."""
+    for job in jobs:
+        if job.pump is not None and not job.pump.done():
+            job.pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await job.pump

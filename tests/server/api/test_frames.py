@@ -1,0 +1,126 @@
+"""Frames captured by a client: open a frames check, post JPEG frames, get a verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import aiohttp
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.helpers.videos import face_frames
+
+
+def _jpeg(frame: np.ndarray, fmt: str = "JPEG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format=fmt, quality=90)
+    return buf.getvalue()
+
+
+def _form(frames: list[np.ndarray], times: list[float], final: bool = False) -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    for frame, t in zip(frames, times, strict=True):
+        form.add_field("frame", _jpeg(frame), filename="f.jpg", content_type="image/jpeg")
+        form.add_field("t", str(t))
+    if final:
+        form.add_field("final", "1")
+    return form
+
+
+async def _open(api) -> dict:
+    resp = await api.post("/v1/checks", json={"source": "frames", "page_url": "https://social.example/p/1"})
+    assert resp.status == 202, await resp.text()
+    body = await resp.json()
+    assert body["status"] == "receiving"
+    assert body["links"]["frames"] == f"/v1/checks/{body['id']}/frames"
+    return body
+
+
+async def _done(api, check_id: str) -> dict:
+    for _ in range(300):
+        body = await (await api.get(f"/v1/checks/{check_id}")).json()
+        if body["status"] in ("done", "failed"):
+            return body
+        await asyncio.sleep(0.1)
+    raise AssertionError("not finished")
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    return list(face_frames(seconds=4.0, fps=2))
+
+
+async def test_frames_in_two_batches_then_final_give_a_verdict(api, frames) -> None:
+    opened = await _open(api)
+    url = opened["links"]["frames"]
+    resp = await api.post(url, data=_form(frames[:4], [0.0, 0.5, 1.0, 1.5]))
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["accepted"] == 4
+    resp = await api.post(url, data=_form(frames[4:8], [2.0, 2.5, 3.0, 3.5], final=True))
+    assert resp.status == 200
+    assert (await resp.json())["frames"] == 8
+    body = await _done(api, opened["id"])
+    assert body["status"] == "done", body
+    verdict = body["verdict"]
+    assert verdict["frames_analyzed"] == 8
+    assert verdict["faces"]["frames_with_faces"] >= 6
+    assert [p["t"] for p in verdict["timeline"]] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]
+    assert {"kind": "frames", "count": 8} in verdict["keys"]
+    # Frames after the end are refused clearly.
+    late = await api.post(url, data=_form(frames[:1], [4.0]))
+    assert late.status == 409
+
+
+async def test_idle_frames_check_is_finalised(aiohttp_client, settings, frames) -> None:
+    from server.app import create_app
+
+    api = await aiohttp_client(create_app(settings.replace(frames_idle_timeout_s=0.5)))
+    opened = await _open(api)
+    resp = await api.post(opened["links"]["frames"], data=_form(frames[:3], [0.0, 0.5, 1.0]))
+    assert resp.status == 200
+    body = await _done(api, opened["id"])
+    assert body["status"] == "done"
+    assert body["verdict"]["frames_analyzed"] == 3
+
+
+@pytest.mark.parametrize(
+    ("build", "status", "code"),
+    [
+        pytest.param(lambda f: [("frame", b"not a jpeg"), ("t", "0")], 422, "undecodable_media", id="garbage"),
+        pytest.param(lambda f: [("frame", _jpeg(f[0], "GIF")), ("t", "0")], 415, "unsupported_media", id="gif"),
+        pytest.param(lambda f: [("frame", _jpeg(f[0]))], 400, "invalid_field", id="missing-t"),
+        pytest.param(lambda f: [("frame", _jpeg(f[0])), ("t", "soon")], 400, "invalid_field", id="bad-t"),
+        pytest.param(lambda f: [("frame", _jpeg(f[0])), ("t", "-1")], 400, "invalid_field", id="negative-t"),
+        pytest.param(lambda f: [("picture", _jpeg(f[0]))], 400, "invalid_field", id="unknown-field"),
+        pytest.param(lambda f: [("frame", _jpeg(f[0])), ("t", "0")] * 17, 413, "payload_too_large", id="too-many"),
+        pytest.param(
+            lambda f: [("frame", _jpeg(np.zeros((2200, 4000, 3), np.uint8))), ("t", "0")],
+            422,
+            "media_limit_exceeded",
+            id="too-big",
+        ),
+    ],
+)
+async def test_bad_frame_requests(api, frames, build, status: int, code: str) -> None:
+    opened = await _open(api)
+    form = aiohttp.FormData()
+    for name, value in build(frames):
+        if isinstance(value, bytes):
+            form.add_field(name, value, filename="f.jpg", content_type="image/jpeg")
+        else:
+            form.add_field(name, value)
+    resp = await api.post(opened["links"]["frames"], data=form)
+    assert resp.status == status, await resp.text()
+    assert (await resp.json())["error"]["code"] == code
+
+
+async def test_frames_to_an_upload_check_or_unknown_check(api, media_dir, frames) -> None:
+    form = aiohttp.FormData()
+    form.add_field("video", (media_dir / "face.mp4").read_bytes(), filename="a.mp4", content_type="video/mp4")
+    created = await (await api.post("/v1/checks", data=form)).json()
+    resp = await api.post(f"/v1/checks/{created['id']}/frames", data=_form(frames[:1], [0.0]))
+    assert resp.status == 409
+    resp = await api.post(f"/v1/checks/{'0' * 32}/frames", data=_form(frames[:1], [0.0]))
+    assert resp.status == 404
