@@ -153,6 +153,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         timings={**outcome.timings, "purify": 0.0},
         media=media_dict(outcome.info),
         truncated=outcome.truncated,
+        tamper_threshold=runtime.tamper_threshold,
     )
     print(json.dumps(verdict, indent=2) if args.json else format_verdict(verdict, str(path)))
     return 0
@@ -220,8 +221,9 @@ def build_parser(
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``unmask`` command."""
     from server.cli_ml import register as register_ml
+    from server.cli_tokens import register as register_tokens
 
-    args = build_parser([register_ml]).parse_args(argv)
+    args = build_parser([register_ml, register_tokens]).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except UnmaskError as exc:

@@ -220,6 +220,7 @@ class JobManager:
             timings={**timings, "purify": 0.0, "first_frame": job.first_frame_s or 0.0},
             media=media,
             truncated=truncated,
+            tamper_threshold=self.runtime.tamper_threshold,
         )
         verdict["check_id"] = job.id
         verdict["keys"] = await self._store_keys(job, job.id, results)

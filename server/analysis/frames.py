@@ -6,8 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from server import limits
+from server.robust.tamper.score import TamperScorer
+from server.vision.calibration import apply_calibration
 from server.vision.detector import Detector
 from server.vision.faces import FaceDetector, crop_face
 from server.vision.phash import phash64, to_signed
@@ -64,16 +67,27 @@ def score_frame(
     faces: FaceDetector,
     detector: Detector,
     max_faces: int = limits.MAX_FACES_PER_FRAME,
+    tamper: TamperScorer | None = None,
+    pixel_model: torch.nn.Module | None = None,
 ) -> FrameResult:
-    """Detect faces in ``image`` (HxWx3 RGB) and score each; the frame's score is the max."""
+    """Detect faces in ``image`` (HxWx3 RGB) and score each; the frame's score is the max.
+
+    With a tamper calibration, each face crop also gets a tamper score (reusing the
+    detector's logits, so the check costs a few extra forward passes, not a full re-run).
+    """
     fingerprint = phash64(image)
     boxes = faces.detect(image)[:max_faces]
     if not boxes:
         return FrameResult(index=index, t=t, score=None, phash=fingerprint)
     h, w = detector.card.input_size
     crops = [crop_face(image, b, margin=CROP_MARGIN, size=(h, w)) for b in boxes]
-    probs = detector.predict(crops)
-    scores = [float(p) for p in probs]
+    logits = detector.logits(crops)
+    scores = [float(p) for p in apply_calibration(logits, detector.card.calibration)]
+    frame_tamper = None
+    if tamper is not None and pixel_model is not None:
+        pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255.0).to(detector.device)
+        tampers = tamper.score(pixel_model, pixels, logits=torch.from_numpy(logits).to(detector.device))
+        frame_tamper = float(np.max(tampers))
     # One manipulated face makes the frame manipulated, so the frame takes the max.
     return FrameResult(
         index=index,
@@ -81,5 +95,6 @@ def score_frame(
         score=max(scores),
         boxes=[[b.x, b.y, b.w, b.h] for b in boxes],
         face_scores=[round(s, 4) for s in scores],
+        tamper=frame_tamper,
         phash=fingerprint,
     )

@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 from server.analysis.frames import FrameResult, score_frame
 from server.analysis.runtime import Runtime
 from server.media.decode import DecodeLimits, MediaInfo, open_video
+from server.vision.tracking import FaceTracker
 
 
 class Cancelled(Exception):
@@ -56,7 +57,7 @@ def analyze_video(
 ) -> Outcome:
     """Decode ``source`` at ``rate`` frames/s and score every sampled frame as it is decoded."""
     started = time.perf_counter()
-    faces = runtime.faces()
+    faces = FaceTracker(runtime.faces())
     decode_s = detect_s = 0.0
     with open_video(source, container=container, limits=limits) as reader:
         outcome = Outcome(info=reader.info)
@@ -73,7 +74,15 @@ def analyze_video(
             decode_s += t1 - t0
             if frame is None:
                 break
-            result = score_frame(frame.index, frame.t, frame.image, faces, runtime.detector)
+            result = score_frame(
+                frame.index,
+                frame.t,
+                frame.image,
+                faces,
+                runtime.detector,
+                tamper=runtime.tamper,
+                pixel_model=runtime.pixel_model,
+            )
             detect_s += time.perf_counter() - t1
             outcome.results.append(result)
             if on_frame is not None:

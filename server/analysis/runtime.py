@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from server.robust.tamper.score import TAMPER_FILENAME, TamperScorer
 from server.vision.detector import Detector
 from server.vision.faces import FaceDetector, create_face_detector
 
@@ -22,6 +23,8 @@ class Runtime:
 
     detector: Detector
     face_detector_name: str = "haar"
+    tamper: TamperScorer | None = None
+    pixel_model: torch.nn.Module | None = None
     _local: threading.local = field(default_factory=threading.local, repr=False)
 
     @classmethod
@@ -31,9 +34,24 @@ class Runtime:
         """Load the detector checkpoint (hash and card checked) and warm it once."""
         if threads > 0:
             torch.set_num_threads(threads)
-        runtime = cls(detector=Detector.load(model_dir, device=device), face_detector_name=face_detector)
+        detector = Detector.load(model_dir, device=device)
+        tamper_path = Path(model_dir) / TAMPER_FILENAME
+        # The tamper calibration belongs to one detector; without one, frames get no tamper score
+        # (and the verdict says so through tamper.threshold = null).
+        tamper = TamperScorer.load(tamper_path) if tamper_path.exists() else None
+        runtime = cls(
+            detector=detector,
+            face_detector_name=face_detector,
+            tamper=tamper,
+            pixel_model=detector.pixel_model() if tamper is not None else None,
+        )
         runtime.faces()  # fail at start-up, not on the first check, if the face model is missing
         return runtime
+
+    @property
+    def tamper_threshold(self) -> float | None:
+        """The suspicious-frame threshold, or None when no calibration is loaded."""
+        return None if self.tamper is None else self.tamper.threshold
 
     def faces(self) -> FaceDetector:
         """This thread's face detector."""
