@@ -1,0 +1,1 @@
+"""Celery tasks, each a thin wrapper around library code in ``server``."""
