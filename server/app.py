@@ -12,20 +12,25 @@ from aiohttp import web
 from server import limits
 from server.analysis.runtime import Runtime
 from server.api import setup_routes
+from server.auth_middleware import auth_middleware, body_limit_middleware
 from server.db import repo
 from server.db.engine import create_engine, session_factory
 from server.jobs import JobManager
 from server.keys import (
+    celery_key,
     engine_key,
     executor_key,
     fetcher_key,
     jobs_key,
+    metrics_key,
     runtime_key,
     sessions_key,
     settings_key,
 )
 from server.media.fetch import Fetcher, FetchPolicy
+from server.metrics import Metrics, metrics_middleware
 from server.middlewares import cors_middleware, error_middleware, response_headers
+from server.purify_client import PurifyDispatcher
 from server.settings import Settings
 
 _LOGGER = logging.getLogger(__name__)
@@ -97,9 +102,26 @@ async def fetcher_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def celery_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The Celery client that queues purification tasks (it connects lazily, on first send)."""
+    from worker.celery_app import make_celery
+
+    celery = make_celery(app[settings_key])
+    app[celery_key] = celery
+    yield
+    celery.close()
+
+
 async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     """The job manager; on shutdown running checks are stopped and recorded as interrupted."""
-    jobs = JobManager(app[settings_key], app[sessions_key], app[runtime_key], app[executor_key])
+    settings, metrics = app[settings_key], app[metrics_key]
+    card = app[runtime_key].detector.card
+    purifier = PurifyDispatcher(
+        settings, app[sessions_key], app[celery_key], app[executor_key], card, metrics=metrics
+    )
+    jobs = JobManager(
+        settings, app[sessions_key], app[runtime_key], app[executor_key], purifier, metrics=metrics
+    )
     app[jobs_key] = jobs
     yield
     await jobs.close()
@@ -109,10 +131,21 @@ def create_app(settings: Settings) -> web.Application:
     """Build the application for ``settings``."""
     origins = frozenset(o.strip() for o in settings.cors_origins.split(",") if o.strip())
     app = web.Application(
-        middlewares=[cors_middleware(origins), error_middleware], client_max_size=limits.MAX_JSON_BYTES
+        middlewares=[
+            metrics_middleware,
+            cors_middleware(origins),
+            error_middleware,
+            auth_middleware(settings),
+            body_limit_middleware(settings),
+        ],
+        client_max_size=limits.MAX_JSON_BYTES,
     )
     app[settings_key] = settings
+    app[metrics_key] = Metrics()
+    app[metrics_key].watch(app)
     app.on_response_prepare.append(response_headers(origins))
-    app.cleanup_ctx.extend([spool_ctx, database_ctx, executor_ctx, model_ctx, fetcher_ctx, jobs_ctx])
+    app.cleanup_ctx.extend(
+        [spool_ctx, database_ctx, executor_ctx, model_ctx, fetcher_ctx, celery_ctx, jobs_ctx]
+    )
     setup_routes(app)
     return app

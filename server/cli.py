@@ -36,6 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from server.app import create_app
+    from server.auth_middleware import RedactingAccessLogger
     from server.db.migrate import upgrade
     from server.logs import setup_logging
 
@@ -44,12 +45,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if not args.no_migrate:
         upgrade(settings.resolved_database_url)
+    supervisor = None
+    if not settings.broker_url and not args.no_worker:
+        # Embedded mode: one command runs everything, the purification worker included.
+        from server.worker_process import WorkerSupervisor
+
+        supervisor = WorkerSupervisor(settings)
+        supervisor.start()
+    broker = "embedded, worker started" if supervisor else settings.broker_url or "embedded, no worker"
     print(
-        f"unmask: serving on http://{settings.host}:{settings.port} (database {_safe_url(settings)})",
+        f"unmask: serving on http://{settings.host}:{settings.port} "
+        f"(database {_safe_url(settings)}; broker {broker})",
         flush=True,
     )
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, shutdown_timeout=30)
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            print=None,
+            shutdown_timeout=30,
+            access_log_class=RedactingAccessLogger,
+        )
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
     return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run a purification worker in the foreground (production: one per GPU)."""
+    from server.logs import setup_logging
+    from server.worker_process import run_worker
+
+    settings = _settings(args)
+    setup_logging(settings.log_level)
+    return run_worker(settings, concurrency=args.concurrency, pool=args.pool)
 
 
 def _safe_url(settings: Settings) -> str:
@@ -198,7 +229,17 @@ def build_parser(
     p.add_argument("--port", type=int)
     p.add_argument("--broker-url")
     p.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
+    p.add_argument(
+        "--no-worker", action="store_true", help="embedded mode: do not start a purification worker"
+    )
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="run a purification worker (Celery) in the foreground")
+    _common(p)
+    p.add_argument("--broker-url")
+    p.add_argument("--concurrency", type=int, default=1, help="worker processes (one per GPU is typical)")
+    p.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("check", help="check a local video file and print the verdict")
     _common(p)
@@ -222,8 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``unmask`` command."""
     from server.cli_ml import register as register_ml
     from server.cli_tokens import register as register_tokens
+    from server.doctor import register_doctor
 
-    args = build_parser([register_ml, register_tokens]).parse_args(argv)
+    args = build_parser([register_ml, register_tokens, register_doctor]).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except UnmaskError as exc:

@@ -7,17 +7,25 @@ JSON, and the CLI prints ``message`` and exits non-zero.
     UnmaskError (500, internal)
     ├── BadRequest (400, bad_request)
     │   ├── InvalidField (400, invalid_field)
-    │   └── MissingVideo (400, missing_video)
+    │   ├── MissingVideo (400, missing_video)
+    │   └── FetchRefused (400, url_refused)           server/media/netguard.py
+    ├── Unauthorized (401, unauthorized)              server/auth.py
     ├── NotFound (404, not_found)
     ├── Conflict (409, conflict)
     ├── PayloadTooLarge (413, payload_too_large)
+    ├── UnsupportedEncoding (415, unsupported_content_encoding)  server/auth_middleware.py
     ├── MediaError (422, media_error)
     │   ├── UnsupportedMedia (415, unsupported_media)
     │   ├── UndecodableMedia (422, undecodable_media)
     │   └── MediaLimitExceeded (422, media_limit_exceeded)
+    ├── RateLimited (429, rate_limited)               server/auth.py
+    │   └── TooManyChecks (429, too_many_checks)
+    ├── FetchFailed (502, fetch_failed)               server/media/netguard.py
     ├── CheckpointError (500, checkpoint_error)
     ├── ConfigError (500, config_error)
     └── ServiceUnavailable (503, service_unavailable)
+
+Classes marked with a module live beside the code that raises them and subclass these.
 """
 
 from __future__ import annotations

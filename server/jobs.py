@@ -31,6 +31,8 @@ from server.db import cache, repo
 from server.db.models import CheckStatus
 from server.errors import Conflict, MediaLimitExceeded, NotFound, UnmaskError
 from server.media.decode import DecodeLimits, MediaInfo
+from server.metrics import Metrics
+from server.purify_client import PurifyDispatcher
 from server.settings import Settings
 
 _LOGGER = logging.getLogger(__name__)
@@ -42,6 +44,10 @@ FRAME_FLUSH_INTERVAL_S = 0.25
 # After this many sampled frames the job asks the cache whether a near-duplicate of the video
 # was judged before (a re-encode or re-upload); a hit ends the check with that verdict.
 CACHE_PROBE_FRAMES = 6
+
+# Suspicious frames are gathered this long before their crops go out as one task: fewer,
+# larger tasks let the worker fit many crops in one batch.
+PURIFY_BATCH_WAIT_S = 0.5
 
 # A finished job stays in memory this long for subscribers that arrive just after the end;
 # afterwards its events are rebuilt from the database.
@@ -85,6 +91,10 @@ class Job:
     last_activity: float = 0.0
     next_index: int = 0
     inflight: int = 0
+    purify_queue: list[FrameResult] = field(default_factory=list)
+    purify_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    purify_timer: asyncio.TimerHandle | None = None
+    request_id: str | None = None
     detect_s: float = 0.0
     started: float = field(default_factory=time.perf_counter)
 
@@ -110,8 +120,12 @@ class JobManager:
         sessions: async_sessionmaker,
         runtime: Runtime,
         executor: ThreadPoolExecutor,
+        purifier: PurifyDispatcher | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.purifier = purifier
+        self.metrics = metrics or Metrics()
         self.sessions = sessions
         self.runtime = runtime
         self.executor = executor
@@ -125,6 +139,18 @@ class JobManager:
             max_frame_pixels=settings.max_frame_pixels,
             max_sampled_frames=settings.max_sampled_frames,
         )
+
+    async def lookup_key(self, kind: str, value: str) -> cache.CacheHit | None:
+        """An exact-key cache look-up for the active model, counted in the metrics."""
+        hit = await cache.lookup_key(self.sessions, kind, value, self.model_ref)
+        self.metrics.cache_lookup(kind, hit is not None)
+        return hit
+
+    async def lookup_frames(self, hashes: list[int]) -> cache.CacheHit | None:
+        """A near-duplicate look-up for the active model, counted in the metrics."""
+        hit = await cache.lookup_frames(self.sessions, hashes, self.model_ref)
+        self.metrics.cache_lookup("frames", hit is not None)
+        return hit
 
     def running_for_url(self, canonical: str) -> str | None:
         """The id of a check of this process that is fetching/analysing ``canonical`` now."""
@@ -146,15 +172,17 @@ class JobManager:
         cleanup: Callable[[], None] | None = None,
         keys: Callable[[], list[tuple[str, str]]] | None = None,
         source_url: str | None = None,
+        request_id: str | None = None,
     ) -> Job:
         """Start analysing ``source`` for the already-stored check ``check_id``.
 
         ``keys`` is called when the verdict is stored and names the exact cache keys
         (sha256, url, video_id) known by then.
         """
-        job = Job(id=check_id, keys=keys, source_url=source_url)
+        job = Job(id=check_id, keys=keys, source_url=source_url, request_id=request_id)
         self.jobs[check_id] = job
         job.publish("progress", {"status": CheckStatus.QUEUED, "frames": 0})
+        self.metrics.check_started("url" if source_url else "upload")
         job.task = asyncio.create_task(self._run(job, source, container, cleanup), name=f"check-{check_id}")
         return job
 
@@ -210,14 +238,30 @@ class JobManager:
         media: dict[str, Any],
         truncated: bool = False,
     ) -> None:
-        """Aggregate, index in the cache, store and announce the verdict."""
+        """Wait for purification, then aggregate, index in the cache, store and announce the verdict."""
         if job.background:
             await asyncio.gather(*job.background, return_exceptions=True)
         await self._flush(job)
+        purify_s = 0.0
+        self._launch_purify(job)
+        if job.purify_tasks:
+            t0 = time.perf_counter()
+            job.status = CheckStatus.PURIFYING
+            job.publish(
+                "progress",
+                {
+                    "status": job.status,
+                    "frames": len(job.results),
+                    "suspicious": sum(1 for r in results if r.purify_status is not None or r.crops),
+                },
+            )
+            await repo.update_check(self.sessions, job.id, status=CheckStatus.PURIFYING)
+            await asyncio.gather(*job.purify_tasks, return_exceptions=True)
+            purify_s = time.perf_counter() - t0
         verdict = aggregate(
             results,
             self.runtime.detector.card,
-            timings={**timings, "purify": 0.0, "first_frame": job.first_frame_s or 0.0},
+            timings={**timings, "purify": purify_s, "first_frame": job.first_frame_s or 0.0},
             media=media,
             truncated=truncated,
             tamper_threshold=self.runtime.tamper_threshold,
@@ -228,15 +272,17 @@ class JobManager:
         job.verdict = verdict
         job.status = CheckStatus.DONE
         job.publish("verdict", verdict)
+        self.metrics.check_finished("done", verdict["label"])
 
     # ------------------------------------------------------------------ frames sent by a client
-    def start_frames(self, check_id: str) -> Job:
+    def start_frames(self, check_id: str, request_id: str | None = None) -> Job:
         """Open a check that receives captured frames (``add_frames``) instead of a video."""
-        job = Job(id=check_id, status=CheckStatus.RECEIVING, frames_mode=True)
+        job = Job(id=check_id, status=CheckStatus.RECEIVING, frames_mode=True, request_id=request_id)
         self.jobs[check_id] = job
         job.opened.set()
         job.last_activity = time.monotonic()
         job.publish("progress", {"status": CheckStatus.RECEIVING, "frames": 0})
+        self.metrics.check_started("frames")
         job.task = asyncio.create_task(self._frames_run(job), name=f"frames-{check_id}")
         return job
 
@@ -350,6 +396,12 @@ class JobManager:
         if job.first_frame_s is None:
             job.first_frame_s = time.perf_counter() - job.started
         job.results.append(result)
+        self.metrics.frames()
+        if result.crops:
+            job.purify_queue.append(result)
+            if job.purify_timer is None:
+                loop = asyncio.get_running_loop()
+                job.purify_timer = loop.call_later(PURIFY_BATCH_WAIT_S, self._launch_purify, job)
         if len(job.results) == CACHE_PROBE_FRAMES:
             self._spawn(job, self._probe_cache(job))
         job.pending_frames.append(result)
@@ -360,11 +412,54 @@ class JobManager:
             progress["fraction"] = round(min(1.0, result.t / job.info.duration_s), 4)
         job.publish("progress", progress)
 
+    def _launch_purify(self, job: Job) -> None:
+        """Send the suspicious frames gathered so far as one batch."""
+        if job.purify_timer is not None:
+            job.purify_timer.cancel()
+            job.purify_timer = None
+        frames, job.purify_queue = job.purify_queue, []
+        if frames:
+            job.purify_tasks.append(asyncio.ensure_future(self._purify_batch(job, frames)))
+
+    async def _purify_batch(self, job: Job, frames: list[FrameResult]) -> None:
+        """Purify one batch of suspicious frames and record each frame's purified score."""
+        try:
+            if self.purifier is None:
+                for f in frames:
+                    f.crops = None
+                    f.purify_status, f.purify_error = (
+                        "failed",
+                        "purification is not configured on this server",
+                    )
+            else:
+                items = await self.purifier.submit(job.id, frames, job.request_id)
+                await self.purifier.collect(job.id, items, job.request_id)
+        except Exception as exc:  # the check must still end with a verdict
+            _LOGGER.exception("check %s: purification batch failed", job.id)
+            for f in frames:
+                if f.purify_status != "done":
+                    f.purify_status, f.purify_error = "failed", f"purification error ({type(exc).__name__})"
+        await self._flush(job)
+        for f in frames:
+            await repo.update_frame(
+                self.sessions, job.id, f.index, purified_score=f.purified_score, purify_status=f.purify_status
+            )
+            job.publish(
+                "purified",
+                {
+                    "index": f.index,
+                    "t": round(f.t, 3),
+                    "purified_score": f.purified_score,
+                    "status": f.purify_status,
+                    "error": f.purify_error,
+                },
+            )
+
     async def _probe_cache(self, job: Job) -> None:
         """Stop the analysis early when a near-duplicate of this video has a verdict."""
         hashes = [r.phash for r in job.results if r.phash is not None]
         try:
-            hit = await cache.lookup_frames(self.sessions, hashes, self.model_ref)
+            hit = await self.lookup_frames(hashes)
         except Exception:  # a cache failure must never fail the check itself
             _LOGGER.exception("check %s: near-duplicate look-up failed", job.id)
             return
@@ -394,6 +489,7 @@ class JobManager:
         job.verdict = verdict
         job.status = CheckStatus.DONE
         job.publish("verdict", verdict)
+        self.metrics.check_finished("done", verdict["label"])
 
     async def _flush(self, job: Job) -> None:
         batch, job.pending_frames = job.pending_frames, []
@@ -437,6 +533,7 @@ class JobManager:
         except Exception:  # the database itself may be what failed; the log keeps the reason
             _LOGGER.exception("check %s: could not record the failure", job.id)
         job.publish("error", {"code": code, "message": message})
+        self.metrics.check_finished("failed", code)
 
     async def subscribe(
         self, check_id: str, after: int = 0, keepalive_s: float | None = None

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from celery import Celery
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from server.media.fetch import Fetcher
@@ -23,3 +24,5 @@ jobs_key = web.AppKey("jobs", "JobManager")
 fetcher_key = web.AppKey("fetcher", Fetcher)
 
 request_id_key = web.RequestKey("request_id", str)
+metrics_key = web.AppKey("metrics", "Metrics")
+celery_key = web.AppKey("celery", Celery)

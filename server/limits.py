@@ -77,9 +77,10 @@ FETCH_MAX_URL_CHARS = 8192
 # memory (32 is DIPConfig.fast()'s group, one GPU launch) and its share of the time limit.
 PURIFY_MAX_CROPS_PER_TASK = 32
 
-# Deliveries of one crop's purification that may end with the worker dead (kill, OOM, crash)
-# before it is recorded as failed: with acks_late + reject_on_worker_lost a crop that kills
-# its worker every time would otherwise be redelivered forever (Celery's "message loop").
+# Started-but-unfinished attempts at one crop's purification (worker killed, OOM, crash; also
+# transient database errors) before it is recorded as failed: with acks_late and
+# reject_on_worker_lost, a crop that kills its worker every time would otherwise be
+# redelivered forever (Celery's "message loop").
 PURIFY_MAX_ATTEMPTS = 3
 
 # Frames the extension sends per request: a few seconds of sampled video; larger batches only
@@ -88,3 +89,10 @@ MAX_FRAMES_PER_REQUEST = 16
 
 # One captured JPEG frame: a 1920x1080 frame at quality 90 is ~0.5–1 MB.
 MAX_FRAME_JPEG_BYTES = 4 * 1024 * 1024
+
+# Report-page thumbnails (server/db/thumbnails.py): a few small JPEGs per check. 24 covers the
+# first face frames plus original/purified pairs of the tampered ones; 240 px is enough to see
+# a face box and keeps one thumbnail ~10 KB, so a report page stays well under a megabyte.
+MAX_THUMBNAILS_PER_CHECK = 24
+THUMBNAIL_MAX_SIDE = 240
+MAX_THUMBNAIL_BYTES = 64 * 1024

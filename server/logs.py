@@ -7,6 +7,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from server.log_context import RequestIdFilter
+
 
 class JsonFormatter(logging.Formatter):
     """Render a record as one JSON line with time, level, logger, message and extras."""
@@ -32,6 +34,9 @@ def setup_logging(level: str = "INFO", *, json_lines: bool = True) -> None:
     """Configure the root logger once, at the process edge."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter("%(levelname)s %(message)s"))
+    # Every record carries the request id of the request (or task) it belongs to; tokens and
+    # image data are redacted before anything is written.
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -10,6 +10,7 @@ from aiohttp.typedefs import Handler
 
 from server.errors import UnmaskError
 from server.keys import request_id_key
+from server.log_context import request_id_var
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Give every request an id and turn every error into a JSON body with a stable code."""
     request_id = request.headers.get(REQUEST_ID_HEADER, "")[:64] or uuid.uuid4().hex
     request[request_id_key] = request_id
+    request_id_var.set(request_id)
     try:
         response = await handler(request)
     except UnmaskError as exc:

@@ -71,6 +71,16 @@ class Settings:
     broker_visibility_timeout_s: float = 600.0
     # Test hook: stall a crop's first attempt this long (never a retry or redelivery); 0 in production.
     purify_debug_sleep_s: float = 0.0
+    # API tokens: "auto" requires one when host is not a loopback address, "always", "never"
+    # (never: only behind a proxy that authenticates on its own).
+    auth: str = "auto"
+    # Per-token request budget (token bucket): refill per minute and the burst allowed at once.
+    rate_per_minute: int = 120
+    rate_burst: int = 30
+    # Checks one token may have running at once; each holds decode/detect capacity until it ends.
+    max_concurrent_checks_per_token: int = 8
+    # Serve /metrics without a token (Prometheus scrapers usually run on a private network).
+    metrics_public: bool = True
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -134,6 +144,16 @@ def validate(s: Settings) -> Settings:
         )
     if s.purifier_iterations < 0 or s.purify_debug_sleep_s < 0:
         raise ConfigError("settings 'purifier_iterations' and 'purify_debug_sleep_s' must be >= 0")
+    if s.auth not in {"auto", "always", "never"}:
+        raise ConfigError(f"setting 'auth': {s.auth!r} is not auto, always or never")
+    for name, ceiling in (
+        ("rate_per_minute", 1_000_000),
+        ("rate_burst", 100_000),
+        ("max_concurrent_checks_per_token", 10_000),
+    ):
+        value = getattr(s, name)
+        if not 0 < value <= ceiling:
+            raise ConfigError(f"setting {name!r}: {value} must be in (0, {ceiling}]")
     return s
 
 

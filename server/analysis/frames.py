@@ -33,6 +33,9 @@ class FrameResult:
     purified_score: float | None = None
     purify_status: str | None = None
     phash: int | None = None
+    # Transient: face crops of a frame found suspicious, until they are handed to purification.
+    crops: list[np.ndarray] | None = field(default=None, repr=False)
+    purify_error: str | None = None
 
     def to_row(self) -> dict[str, Any]:
         """Column values for server.db.models.Frame."""
@@ -56,6 +59,7 @@ class FrameResult:
             "score": None if self.score is None else round(self.score, 4),
             "tamper": None if self.tamper is None else round(self.tamper, 4),
             "purified_score": None if self.purified_score is None else round(self.purified_score, 4),
+            "purify_status": self.purify_status,
             "boxes": self.boxes,
         }
 
@@ -84,10 +88,14 @@ def score_frame(
     logits = detector.logits(crops)
     scores = [float(p) for p in apply_calibration(logits, detector.card.calibration)]
     frame_tamper = None
+    kept = None
     if tamper is not None and pixel_model is not None:
         pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255.0).to(detector.device)
         tampers = tamper.score(pixel_model, pixels, logits=torch.from_numpy(logits).to(detector.device))
         frame_tamper = float(np.max(tampers))
+        if frame_tamper > tamper.threshold:
+            # Suspicious: keep the detector-sized crops for purification (released once stored).
+            kept = crops
     # One manipulated face makes the frame manipulated, so the frame takes the max.
     return FrameResult(
         index=index,
@@ -97,4 +105,5 @@ def score_frame(
         face_scores=[round(s, 4) for s in scores],
         tamper=frame_tamper,
         phash=fingerprint,
+        crops=kept,
     )

@@ -48,9 +48,10 @@ def aggregate(
     suspicious = [
         r
         for r in results
-        if r.tamper is not None and tamper_threshold is not None and r.tamper >= tamper_threshold
+        if r.tamper is not None and tamper_threshold is not None and r.tamper > tamper_threshold
     ]
     purified = [r for r in suspicious if r.purified_score is not None]
+    purify_failed = [r for r in suspicious if r.purify_status == "failed"]
     tampers = [r.tamper for r in results if r.tamper is not None]
     verdict: dict[str, Any] = {
         "label": Label.INCONCLUSIVE,
@@ -66,6 +67,7 @@ def aggregate(
         "tamper": {
             "suspicious_frames": len(suspicious),
             "purified_frames": len(purified),
+            "purify_failed": len(purify_failed),
             "max_score": max(tampers) if tampers else None,
             "threshold": tamper_threshold,
         },
@@ -100,10 +102,15 @@ def aggregate(
     verdict["confidence"] = round(agreeing / len(scores), 4)
     if suspicious:
         verdict["label"] = Label.TAMPERED
-        verdict["reason"] = (
-            f"{len(suspicious)} frame(s) carry an adversarial perturbation; after purification the content "
-            f"scores {'manipulated' if manipulated else 'authentic'}"
+        reason = (
+            f"{len(suspicious)} frame(s) carry what looks like an adversarial perturbation; "
+            f"{len(purified)} were purified, and the content then scores "
+            f"{'manipulated' if manipulated else 'authentic'}"
         )
+        if purify_failed:
+            first = next((r.purify_error for r in purify_failed if r.purify_error), "unknown error")
+            reason += f"; purification failed for {len(purify_failed)} frame(s) ({first})"
+        verdict["reason"] = reason
         verdict["manipulated"] = manipulated
     else:
         verdict["label"] = Label.MANIPULATED if manipulated else Label.AUTHENTIC

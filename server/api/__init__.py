@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.api import checks, frames, health, models, verdicts
+from server.api import checks, docs, frames, health, metrics, models, report, verdicts
 
 
 def setup_routes(app: web.Application) -> None:
@@ -14,3 +14,6 @@ def setup_routes(app: web.Application) -> None:
     frames.register(app)
     models.register(app)
     verdicts.register(app)
+    metrics.register(app)
+    docs.register(app)
+    report.register(app)

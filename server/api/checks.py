@@ -110,13 +110,14 @@ async def create_check(request: web.Request) -> web.Response:
             container=upload.container,
             cleanup=spool.close,
             keys=lambda: [("sha256", spool.sha256)] if spool.sha256 else [],
+            request_id=request.get(request_id_key),
         )
         started = True
         await pump_rest(part, reader, spool)
         sessions = request.app[sessions_key]
         await repo.update_check(sessions, check_id, sha256=spool.sha256, size_bytes=spool.bytes_written)
         # The same bytes were judged before: answer from cache and stop the fresh analysis.
-        hit = await cache.lookup_key(sessions, "sha256", spool.sha256 or "", jobs.model_ref)
+        hit = await jobs.lookup_key("sha256", spool.sha256 or "")
         if hit is not None:
             job.cache_hit = hit
             job.stop.set()

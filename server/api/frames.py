@@ -38,7 +38,7 @@ async def open_frames_check(request: web.Request, body: dict[str, Any]) -> dict[
         request_id=request.get(request_id_key),
         owner=app[settings_key].instance_id,
     )
-    job = app[jobs_key].start_frames(check_id)
+    job = app[jobs_key].start_frames(check_id, request_id=request.get(request_id_key))
     return {"id": check_id, "status": job.status}
 
 

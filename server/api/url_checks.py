@@ -59,9 +59,9 @@ async def start_url_check(request: web.Request, url: str, page_url: str | None) 
     card = app[runtime_key].detector.card
     canonical = canonical_url(url)
     video_id = platform_video_id(url)
-    hit = await cache.lookup_key(sessions, "url", canonical, jobs.model_ref)
+    hit = await jobs.lookup_key("url", canonical)
     if hit is None and video_id is not None:
-        hit = await cache.lookup_key(sessions, "video_id", video_id, jobs.model_ref)
+        hit = await jobs.lookup_key("video_id", video_id)
     if hit is not None:
         return 200, {"id": hit.check_id, "status": "done", "verdict": hit.as_verdict()}
     running = jobs.running_for_url(canonical) or await cache.active_check_with(
@@ -138,7 +138,13 @@ async def _fetch_and_start(
         return out
 
     job: Job = jobs.start(
-        check_id, spool.reader(), container=container, cleanup=spool.close, keys=keys, source_url=canonical
+        check_id,
+        spool.reader(),
+        container=container,
+        cleanup=spool.close,
+        keys=keys,
+        source_url=canonical,
+        request_id=request.get(request_id_key),
     )
     if not spool.finished:
         job.pump = asyncio.create_task(_pump(resp, spool), name=f"fetch-{check_id}")

@@ -24,10 +24,10 @@ def _hit_body(hit: cache.CacheHit) -> dict[str, Any]:
 
 
 async def _by_url(request: web.Request, url: str) -> cache.CacheHit | None:
-    sessions, ref = request.app[sessions_key], request.app[jobs_key].model_ref
-    hit = await cache.lookup_key(sessions, "url", canonical_url(url), ref)
+    jobs = request.app[jobs_key]
+    hit = await jobs.lookup_key("url", canonical_url(url))
     if hit is None and (video_id := platform_video_id(url)) is not None:
-        hit = await cache.lookup_key(sessions, "video_id", video_id, ref)
+        hit = await jobs.lookup_key("video_id", video_id)
     return hit
 
 
@@ -46,9 +46,7 @@ async def get_verdict(request: web.Request) -> web.Response:
     if url is not None:
         hit = await _by_url(request, url)
     else:
-        hit = await cache.lookup_key(
-            request.app[sessions_key], "sha256", _sha256(sha or ""), request.app[jobs_key].model_ref
-        )
+        hit = await request.app[jobs_key].lookup_key("sha256", _sha256(sha or ""))
     if hit is None:
         raise NotFound("no cached verdict for this video and the active model")
     return web.json_response(_hit_body(hit))
@@ -66,9 +64,7 @@ async def lookup(request: web.Request) -> web.Response:
     if isinstance(body.get("url"), str):
         hit = await _by_url(request, body["url"])
     if hit is None and isinstance(body.get("sha256"), str):
-        hit = await cache.lookup_key(
-            request.app[sessions_key], "sha256", _sha256(body["sha256"]), request.app[jobs_key].model_ref
-        )
+        hit = await request.app[jobs_key].lookup_key("sha256", _sha256(body["sha256"]))
     raw = body.get("frame_hashes", [])
     if not isinstance(raw, list) or len(raw) > MAX_LOOKUP_HASHES:
         raise InvalidField(
@@ -79,7 +75,7 @@ async def lookup(request: web.Request) -> web.Response:
             hashes = [from_hex(h) for h in raw]
         except (TypeError, ValueError) as exc:
             raise InvalidField(f"frame_hashes: {exc}", field="frame_hashes") from exc
-        hit = await cache.lookup_frames(request.app[sessions_key], hashes, request.app[jobs_key].model_ref)
+        hit = await request.app[jobs_key].lookup_frames(hashes)
     if hit is None:
         raise NotFound("no cached verdict matches")
     return web.json_response(_hit_body(hit))

@@ -163,4 +163,8 @@ class FrameHash(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-from server.db import purify_models  # noqa: E402, F401  (registers the purification tables on Base.metadata)
+from server.db import (  # noqa: E402  (each module registers its tables on Base.metadata)
+    auth_models,  # noqa: F401  (api_tokens)
+    purify_models,  # noqa: F401  (crops, purifications)
+    thumbnails,  # noqa: F401  (report-page thumbnails)
+)

@@ -46,6 +46,14 @@ async def add_frames(sessions: async_sessionmaker, check_id: str, frames: Iterab
     return len(rows)
 
 
+async def update_frame(sessions: async_sessionmaker, check_id: str, index: int, **fields: Any) -> None:
+    """Set columns of one stored frame (purification results arrive after the frame)."""
+    async with sessions() as s, s.begin():
+        await s.execute(
+            update(Frame).where(Frame.check_id == check_id, Frame.index == index).values(**fields)
+        )
+
+
 async def finish_check(sessions: async_sessionmaker, check_id: str, payload: dict[str, Any]) -> None:
     """Store the verdict and mark the check done, in one transaction."""
     model = payload.get("model") or {}

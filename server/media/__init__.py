@@ -1,4 +1,6 @@
-"""Media: container sniffing, streaming sources, sampled PyAV decoding and encoding.
+"""Media: container sniffing, streaming sources, sampled PyAV decoding, stills, and fetching.
 
-Pure library code: nothing here imports aiohttp, so the worker, the CLI and tests use it as is.
+The decode core (sniff, source, decode, images, encode) is pure library code without aiohttp,
+so the worker, the CLI and tests use it as is; only ``fetch`` (the SSRF-safe HTTP client) is
+network I/O and uses aiohttp's client.
 """
