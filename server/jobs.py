@@ -23,16 +23,18 @@ from typing import Any, BinaryIO
 import numpy as np
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from server.analysis.frames import FrameResult, score_frame
+from server.analysis.frames import FrameResult, ThumbnailPicker, score_frame
 from server.analysis.run import Cancelled, analyze_video, media_dict
 from server.analysis.runtime import Runtime
 from server.analysis.verdict import aggregate
 from server.db import cache, repo
 from server.db.models import CheckStatus
+from server.db.thumbnails import ThumbnailItem, save_thumbnails
 from server.errors import Conflict, MediaLimitExceeded, NotFound, UnmaskError
 from server.media.decode import DecodeLimits, MediaInfo
 from server.metrics import Metrics
 from server.purify_client import PurifyDispatcher
+from server.report.thumbs import crop_thumbnail
 from server.settings import Settings
 
 _LOGGER = logging.getLogger(__name__)
@@ -95,6 +97,10 @@ class Job:
     purify_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     purify_timer: asyncio.TimerHandle | None = None
     request_id: str | None = None
+    thumbnails: list[ThumbnailItem] = field(default_factory=list)
+    thumb_picker: ThumbnailPicker = field(default_factory=ThumbnailPicker)
+    thumbnails: list[ThumbnailItem] = field(default_factory=list)
+    thumb_picker: ThumbnailPicker = field(default_factory=ThumbnailPicker)
     detect_s: float = 0.0
     started: float = field(default_factory=time.perf_counter)
 
@@ -268,6 +274,7 @@ class JobManager:
         )
         verdict["check_id"] = job.id
         verdict["keys"] = await self._store_keys(job, job.id, results)
+        await self._save_thumbnails(job, results)
         await repo.finish_check(self.sessions, job.id, verdict)
         job.verdict = verdict
         job.status = CheckStatus.DONE
@@ -301,7 +308,9 @@ class JobManager:
         t0 = time.perf_counter()
         job.inflight += 1
         try:
-            results = await loop.run_in_executor(self.executor, self._score_images, start, items)
+            results = await loop.run_in_executor(
+                self.executor, self._score_images, start, items, job.thumb_picker
+            )
         finally:
             job.inflight -= 1
             job.last_activity = time.monotonic()
@@ -313,12 +322,17 @@ class JobManager:
             job.frames_final.set()
         return len(results)
 
-    def _score_images(self, start: int, items: list[tuple[float, np.ndarray]]) -> list[FrameResult]:
+    def _score_images(
+        self, start: int, items: list[tuple[float, np.ndarray]], picker: ThumbnailPicker
+    ) -> list[FrameResult]:
         faces = self.runtime.faces()
-        return [
+        results = [
             score_frame(start + i, t, image, faces, self.runtime.detector)
             for i, (t, image) in enumerate(items)
         ]
+        for result, (_, image) in zip(results, items, strict=True):
+            picker.take(result, image)
+        return results
 
     async def _frames_run(self, job: Job) -> None:
         loop = asyncio.get_running_loop()
@@ -396,6 +410,8 @@ class JobManager:
         if job.first_frame_s is None:
             job.first_frame_s = time.perf_counter() - job.started
         job.results.append(result)
+        job.thumbnails.extend(result.thumbnails)
+        result.thumbnails = []
         self.metrics.frames()
         if result.crops:
             job.purify_queue.append(result)
@@ -411,6 +427,19 @@ class JobManager:
         if job.info is not None and job.info.duration_s:
             progress["fraction"] = round(min(1.0, result.t / job.info.duration_s), 4)
         job.publish("progress", progress)
+
+    async def _save_thumbnails(self, job: Job, results: list[FrameResult]) -> None:
+        """Store the report page's thumbnails: face frames, and original vs purified crops."""
+        items = list(job.thumbnails)
+        for r in results:
+            if r.purified_crop is not None:
+                items.append(crop_thumbnail(r.index, r.t, r.purified_crop, purified=True))
+                r.purified_crop = None
+        job.thumbnails = []
+        try:
+            await save_thumbnails(self.sessions, job.id, items)
+        except Exception:  # thumbnails illustrate a verdict; they never block it
+            _LOGGER.exception("check %s: could not store thumbnails", job.id)
 
     def _launch_purify(self, job: Job) -> None:
         """Send the suspicious frames gathered so far as one batch."""

@@ -22,7 +22,7 @@ from server import limits
 from server.analysis.frames import FrameResult
 from server.metrics import Metrics
 from server.robust.purification import purify_versions
-from server.robust.purify_store import get_results, put_crops, result_key
+from server.robust.purify_store import decode_png, get_results, put_crops, result_key
 from server.settings import Settings
 from server.vision.card import ModelCard
 
@@ -137,6 +137,9 @@ class PurifyDispatcher:
                     if done:
                         item.frame.purified_score = max(done)
                         item.frame.purify_status = "done"
+                        png = next((r.purified_png for r in rows if r.purified_png), None)
+                        if png is not None:
+                            item.frame.purified_crop = decode_png(png)
                     else:
                         item.frame.purify_status = "failed"
                         item.frame.purify_error = next(

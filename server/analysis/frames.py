@@ -9,6 +9,8 @@ import numpy as np
 import torch
 
 from server import limits
+from server.db.thumbnails import ThumbnailItem
+from server.report.thumbs import FACE_THUMBNAILS, crop_thumbnail, face_thumbnail
 from server.robust.tamper.score import TamperScorer
 from server.vision.calibration import apply_calibration
 from server.vision.detector import Detector
@@ -36,6 +38,9 @@ class FrameResult:
     # Transient: face crops of a frame found suspicious, until they are handed to purification.
     crops: list[np.ndarray] | None = field(default=None, repr=False)
     purify_error: str | None = None
+    # Transient: small JPEGs for the report page, handed to the database with the verdict.
+    thumbnails: list[ThumbnailItem] = field(default_factory=list, repr=False)
+    purified_crop: np.ndarray | None = field(default=None, repr=False)
 
     def to_row(self) -> dict[str, Any]:
         """Column values for server.db.models.Frame."""
@@ -107,3 +112,19 @@ def score_frame(
         phash=fingerprint,
         crops=kept,
     )
+
+
+class ThumbnailPicker:
+    """Chooses which frames of one check get report-page thumbnails (the first face frames, and
+    the crop of every suspicious frame as the detector saw it)."""
+
+    def __init__(self, faces: int = FACE_THUMBNAILS) -> None:
+        self.faces_left = faces
+
+    def take(self, result: FrameResult, image: np.ndarray) -> None:
+        """Attach thumbnails to ``result`` while its frame image still exists."""
+        if result.score is not None and self.faces_left > 0:
+            self.faces_left -= 1
+            result.thumbnails.append(face_thumbnail(result.index, result.t, image, result.boxes))
+        if result.crops:
+            result.thumbnails.append(crop_thumbnail(result.index, result.t, result.crops[0], purified=False))

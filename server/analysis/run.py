@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from server.analysis.frames import FrameResult, score_frame
+from server.analysis.frames import FrameResult, ThumbnailPicker, score_frame
 from server.analysis.runtime import Runtime
 from server.media.decode import DecodeLimits, MediaInfo, open_video
 from server.vision.tracking import FaceTracker
@@ -58,6 +58,7 @@ def analyze_video(
     """Decode ``source`` at ``rate`` frames/s and score every sampled frame as it is decoded."""
     started = time.perf_counter()
     faces = FaceTracker(runtime.faces())
+    thumbs = ThumbnailPicker()
     decode_s = detect_s = 0.0
     with open_video(source, container=container, limits=limits) as reader:
         outcome = Outcome(info=reader.info)
@@ -83,6 +84,7 @@ def analyze_video(
                 tamper=runtime.tamper,
                 pixel_model=runtime.pixel_model,
             )
+            thumbs.take(result, frame.image)
             detect_s += time.perf_counter() - t1
             outcome.results.append(result)
             if on_frame is not None:

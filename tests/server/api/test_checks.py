@@ -126,3 +126,17 @@ async def test_unknown_check_is_404(api) -> None:
         resp = await api.get(path)
         assert resp.status == 404
         assert (await resp.json())["error"]["code"] == "not_found"
+
+
+async def test_a_finished_check_stores_face_thumbnails_for_its_report(api, media_dir: Path) -> None:
+    from server.db.thumbnails import get_thumbnails
+    from server.keys import sessions_key
+
+    created = await (await api.post("/v1/checks", data=_form(media_dir / "face.mp4"))).json()
+    await _wait_done(api, created["id"])
+    thumbs = await get_thumbnails(api.app[sessions_key], created["id"])
+    assert 1 <= len(thumbs) <= 6
+    assert all(t.kind == "face" and t.jpeg[:2] == b"\xff\xd8" for t in thumbs)
+    page = await api.get(f"/checks/{created['id']}")
+    assert page.status == 200
+    assert "data:image/jpeg" in await page.text() or "/thumbnails/" in await page.text()
