@@ -139,6 +139,15 @@ def format_verdict(verdict: dict[str, Any], path: str) -> str:
     ]
     if verdict.get("reason"):
         rows.insert(2, ("reason", verdict["reason"]))
+    if verdict.get("early_stop"):
+        es = verdict["early_stop"]
+        rows.append(
+            (
+                "early verdict",
+                f"decided at {es['t']:.1f} s after {es['face_frames']} face frames "
+                f"(nominal error {es['nominal_error_rate']:.0%}); use --full to read everything",
+            )
+        )
     if verdict.get("truncated"):
         rows.append(
             ("warning", "the file is truncated or corrupt after some point; verdict uses what decoded")
@@ -151,6 +160,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Check a local video file and print its verdict."""
     from server.analysis.run import analyze_video, media_dict
     from server.analysis.runtime import Runtime
+    from server.analysis.sequential import SequentialTest
     from server.analysis.verdict import aggregate
     from server.media.decode import DecodeLimits
 
@@ -175,7 +185,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         max_frame_pixels=settings.max_frame_pixels,
         max_sampled_frames=settings.max_sampled_frames,
     )
-    outcome = analyze_video(path, runtime, rate=settings.sample_rate, limits=limits, on_frame=progress)
+    early = (
+        None if args.full or not settings.early_verdict else SequentialTest(runtime.detector.card.threshold)
+    )
+    outcome = analyze_video(
+        path, runtime, rate=settings.sample_rate, limits=limits, on_frame=progress, early=early
+    )
     if progress is not None:
         print(file=sys.stderr)
     verdict = aggregate(
@@ -185,6 +200,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         media=media_dict(outcome.info),
         truncated=outcome.truncated,
         tamper_threshold=runtime.tamper_threshold,
+        early_stop=outcome.early_stop,
     )
     print(json.dumps(verdict, indent=2) if args.json else format_verdict(verdict, str(path)))
     return 0
@@ -246,6 +262,7 @@ def build_parser(
     p.add_argument("path")
     p.add_argument("--json", action="store_true", help="print the verdict object as JSON")
     p.add_argument("--sample-rate", type=float, help="sampled frames per second (default 2)")
+    p.add_argument("--full", action="store_true", help="read the whole video (no early verdict)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("migrate", help="apply (up) or revert (down) database migrations")

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from server.analysis.frames import FrameResult, ThumbnailPicker, score_frame
 from server.analysis.run import Cancelled, analyze_video, media_dict
 from server.analysis.runtime import Runtime
+from server.analysis.sequential import SequentialTest
 from server.analysis.verdict import aggregate
 from server.db import cache, repo
 from server.db.models import CheckStatus
@@ -97,8 +98,10 @@ class Job:
     purify_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     purify_timer: asyncio.TimerHandle | None = None
     request_id: str | None = None
+    full: bool = False
     thumbnails: list[ThumbnailItem] = field(default_factory=list)
     thumb_picker: ThumbnailPicker = field(default_factory=ThumbnailPicker)
+    full: bool = False
     thumbnails: list[ThumbnailItem] = field(default_factory=list)
     thumb_picker: ThumbnailPicker = field(default_factory=ThumbnailPicker)
     detect_s: float = 0.0
@@ -179,13 +182,14 @@ class JobManager:
         keys: Callable[[], list[tuple[str, str]]] | None = None,
         source_url: str | None = None,
         request_id: str | None = None,
+        full: bool = False,
     ) -> Job:
         """Start analysing ``source`` for the already-stored check ``check_id``.
 
         ``keys`` is called when the verdict is stored and names the exact cache keys
         (sha256, url, video_id) known by then.
         """
-        job = Job(id=check_id, keys=keys, source_url=source_url, request_id=request_id)
+        job = Job(id=check_id, keys=keys, source_url=source_url, request_id=request_id, full=full)
         self.jobs[check_id] = job
         job.publish("progress", {"status": CheckStatus.QUEUED, "frames": 0})
         self.metrics.check_started("url" if source_url else "upload")
@@ -223,6 +227,7 @@ class JobManager:
                 timings=outcome.timings,
                 media=media_dict(outcome.info),
                 truncated=outcome.truncated,
+                early_stop=outcome.early_stop,
             )
         except (UnmaskError, Cancelled, Exception) as exc:
             await stop_flusher()
@@ -243,6 +248,7 @@ class JobManager:
         timings: dict[str, float],
         media: dict[str, Any],
         truncated: bool = False,
+        early_stop: dict[str, Any] | None = None,
     ) -> None:
         """Wait for purification, then aggregate, index in the cache, store and announce the verdict."""
         if job.background:
@@ -271,6 +277,7 @@ class JobManager:
             media=media,
             truncated=truncated,
             tamper_threshold=self.runtime.tamper_threshold,
+            early_stop=early_stop,
         )
         verdict["check_id"] = job.id
         verdict["keys"] = await self._store_keys(job, job.id, results)
@@ -381,6 +388,9 @@ class JobManager:
             on_open=lambda info: loop.call_soon_threadsafe(self._on_open, job, info),
             on_frame=lambda r: loop.call_soon_threadsafe(self._on_frame, job, r),
             cancelled=job.stop.is_set,
+            early=None
+            if job.full or not self.settings.early_verdict
+            else SequentialTest(threshold=self.runtime.detector.card.threshold),
         )
 
     @staticmethod

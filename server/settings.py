@@ -54,6 +54,9 @@ class Settings:
     frames_idle_timeout_s: float = 60.0
     # Browser-extension origins allowed by CORS (comma-separated, e.g. chrome-extension://<id>).
     cors_origins: str = ""
+    # Stop reading a video once a sequential test over frame scores has decided (a request
+    # can ask for the full video with "full": true / full=1 / --full).
+    early_verdict: bool = True
     # How long a verdict is served from cache; a new detector version never reuses one anyway.
     cache_ttl_s: int = 30 * 24 * 3600
     # Names this server among several sharing one database (restart recovery is per instance).

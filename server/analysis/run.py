@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 
 from server.analysis.frames import FrameResult, ThumbnailPicker, score_frame
 from server.analysis.runtime import Runtime
+from server.analysis.sequential import SequentialTest
 from server.media.decode import DecodeLimits, MediaInfo, open_video
 from server.vision.tracking import FaceTracker
 
@@ -30,6 +31,7 @@ class Outcome:
     timings: dict[str, float] = field(default_factory=dict)
     truncated: bool = False
     decoded_frames: int = 0
+    early_stop: dict[str, Any] | None = None
 
 
 def media_dict(info: MediaInfo) -> dict[str, Any]:
@@ -54,8 +56,13 @@ def analyze_video(
     on_open: Callable[[MediaInfo], None] | None = None,
     on_frame: Callable[[FrameResult], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
+    early: SequentialTest | None = None,
 ) -> Outcome:
-    """Decode ``source`` at ``rate`` frames/s and score every sampled frame as it is decoded."""
+    """Decode ``source`` at ``rate`` frames/s and score every sampled frame as it is decoded.
+
+    With ``early``, decoding stops once the sequential test has decided, unless a frame was
+    found suspicious of tampering (those videos are read in full: purification decides).
+    """
     started = time.perf_counter()
     faces = FaceTracker(runtime.faces())
     thumbs = ThumbnailPicker()
@@ -89,6 +96,11 @@ def analyze_video(
             outcome.results.append(result)
             if on_frame is not None:
                 on_frame(result)
+            if result.crops:
+                early = None  # a tampered video is not cut short
+            if early is not None and early.update(result.score) is not None:
+                outcome.early_stop = {**early.summary(), "t": round(result.t, 3)}
+                break
         outcome.truncated = reader.truncated
         outcome.decoded_frames = reader.decoded_frames
     outcome.timings = {"decode": decode_s, "detect": detect_s, "total": time.perf_counter() - started}

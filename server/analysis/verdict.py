@@ -42,6 +42,7 @@ def aggregate(
     media: dict[str, Any] | None = None,
     truncated: bool = False,
     tamper_threshold: float | None = None,
+    early_stop: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build the verdict object from every sampled frame's result."""
     face_frames = [r for r in results if r.score is not None]
@@ -75,6 +76,7 @@ def aggregate(
         "model": model_info(card),
         "media": media or {},
         "truncated": truncated,
+        "early_stop": early_stop,
         "cached": False,
         "keys": [],
         "timings": {k: round(v, 4) for k, v in timings.items()},

@@ -27,6 +27,12 @@ OPEN_WAIT_S = 20.0
 SSE_KEEPALIVE_S = 15.0
 
 
+def wants_full(request: web.Request, fields: dict[str, Any] | None = None) -> bool:
+    """Whether the client asked for the whole video instead of an early verdict."""
+    raw = request.query.get("full") or (fields or {}).get("full")
+    return str(raw).strip().lower() in {"1", "true", "yes"} if raw is not None else False
+
+
 def check_links(check_id: str) -> dict[str, str]:
     """Where to find a check's state, events and report."""
     return {
@@ -75,7 +81,8 @@ async def create_check(request: web.Request) -> web.Response:
             out["links"] = {**check_links(out["id"]), "frames": f"/v1/checks/{out['id']}/frames"}
             return web.json_response(out, status=202, headers={"Location": out["links"]["self"]})
         url, page_url = parse_body(body)
-        status, out = await start_url_check(request, url, page_url)
+        full = wants_full(request) or body.get("full") is True
+        status, out = await start_url_check(request, url, page_url, full=full)
         out["links"] = check_links(out["id"])
         headers = {"Location": out["links"]["self"]} if status == 202 else None
         return web.json_response(out, status=status, headers=headers)
@@ -111,6 +118,7 @@ async def create_check(request: web.Request) -> web.Response:
             cleanup=spool.close,
             keys=lambda: [("sha256", spool.sha256)] if spool.sha256 else [],
             request_id=request.get(request_id_key),
+            full=wants_full(request, upload.fields),
         )
         started = True
         await pump_rest(part, reader, spool)

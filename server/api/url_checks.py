@@ -52,7 +52,9 @@ async def _pump(resp: FetchResponse, spool: GrowingFile) -> None:
         resp.close()
 
 
-async def start_url_check(request: web.Request, url: str, page_url: str | None) -> tuple[int, dict[str, Any]]:
+async def start_url_check(
+    request: web.Request, url: str, page_url: str | None, *, full: bool = False
+) -> tuple[int, dict[str, Any]]:
     """Answer a URL check: (200, cached verdict) | (202, joined or new check)."""
     app = request.app
     sessions, jobs = app[sessions_key], app[jobs_key]
@@ -77,7 +79,7 @@ async def start_url_check(request: web.Request, url: str, page_url: str | None) 
     claim.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no "never retrieved" log
     jobs.url_claims[canonical] = claim
     try:
-        status, out = await _fetch_and_start(request, url, page_url, canonical, video_id)
+        status, out = await _fetch_and_start(request, url, page_url, canonical, video_id, full=full)
     except BaseException as exc:
         claim.set_exception(exc if isinstance(exc, Exception) else UnmaskError("request cancelled"))
         raise
@@ -89,7 +91,13 @@ async def start_url_check(request: web.Request, url: str, page_url: str | None) 
 
 
 async def _fetch_and_start(
-    request: web.Request, url: str, page_url: str | None, canonical: str, video_id: str | None
+    request: web.Request,
+    url: str,
+    page_url: str | None,
+    canonical: str,
+    video_id: str | None,
+    *,
+    full: bool = False,
 ) -> tuple[int, dict[str, Any]]:
     """Open the URL, sniff its first bytes, store the check and start the job."""
     app = request.app
@@ -145,6 +153,7 @@ async def _fetch_and_start(
         keys=keys,
         source_url=canonical,
         request_id=request.get(request_id_key),
+        full=full,
     )
     if not spool.finished:
         job.pump = asyncio.create_task(_pump(resp, spool), name=f"fetch-{check_id}")

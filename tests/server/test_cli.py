@@ -85,3 +85,21 @@ def test_migrate_up_and_down(tmp_path: Path, capsys) -> None:
     assert migrate.head_revision() in capsys.readouterr().out
     assert main(["migrate", "down", "--database-url", url]) == 0
     assert "(empty)" in capsys.readouterr().out
+
+
+def test_early_verdict_stops_reading_and_full_reads_everything(
+    tmp_path: Path, tiny_checkpoint: Path, capsys
+) -> None:
+    from server.media.encode import write_video
+    from tests.helpers.videos import face_frames
+
+    video = write_video(face_frames(seconds=10.0, fps=10), tmp_path / "long.mp4", fps=10)
+    assert main(["check", str(video), "--model-dir", str(tiny_checkpoint), "--json"]) == 0
+    early = json.loads(capsys.readouterr().out)
+    assert main(["check", str(video), "--model-dir", str(tiny_checkpoint), "--json", "--full"]) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert full["frames_analyzed"] == 20 and full["early_stop"] is None
+    # The untrained test model scores the same face alike frame after frame, so the SPRT decides.
+    assert early["early_stop"] is not None
+    assert early["frames_analyzed"] == early["early_stop"]["face_frames"] < 20
+    assert early["label"] == early["early_stop"]["decision"]
