@@ -83,7 +83,9 @@ async def model_ctx(app: web.Application) -> AsyncIterator[None]:
             threads=settings.torch_threads,
         ),
     )
+    app[runtime_key].enable_batching()
     yield
+    app[runtime_key].close()
 
 
 def fetch_policy(settings: Settings) -> FetchPolicy:

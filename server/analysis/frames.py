@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +79,7 @@ def score_frame(
     max_faces: int = limits.MAX_FACES_PER_FRAME,
     tamper: TamperScorer | None = None,
     pixel_model: torch.nn.Module | None = None,
+    logits_fn: Callable[[list[np.ndarray]], np.ndarray] | None = None,
 ) -> FrameResult:
     """Detect faces in ``image`` (HxWx3 RGB) and score each; the frame's score is the max.
 
@@ -90,7 +92,8 @@ def score_frame(
         return FrameResult(index=index, t=t, score=None, phash=fingerprint)
     h, w = detector.card.input_size
     crops = [crop_face(image, b, margin=CROP_MARGIN, size=(h, w)) for b in boxes]
-    logits = detector.logits(crops)
+    # The shared batcher when the server runs several checks; the detector directly otherwise.
+    logits = (logits_fn or detector.logits)(crops)
     scores = [float(p) for p in apply_calibration(logits, detector.card.calibration)]
     frame_tamper = None
     kept = None

@@ -90,6 +90,7 @@ def analyze_video(
                 runtime.detector,
                 tamper=runtime.tamper,
                 pixel_model=runtime.pixel_model,
+                logits_fn=runtime.logits_fn(),
             )
             thumbs.take(result, frame.image)
             detect_s += time.perf_counter() - t1

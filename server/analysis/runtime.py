@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from server.robust.tamper.score import TAMPER_FILENAME, TamperScorer
+from server.vision.batcher import InferenceBatcher
 from server.vision.detector import Detector
 from server.vision.faces import FaceDetector, create_face_detector
 
@@ -25,6 +26,7 @@ class Runtime:
     face_detector_name: str = "haar"
     tamper: TamperScorer | None = None
     pixel_model: torch.nn.Module | None = None
+    batcher: InferenceBatcher | None = None
     _local: threading.local = field(default_factory=threading.local, repr=False)
 
     @classmethod
@@ -47,6 +49,21 @@ class Runtime:
         )
         runtime.faces()  # fail at start-up, not on the first check, if the face model is missing
         return runtime
+
+    def enable_batching(self) -> None:
+        """Route every check's detector calls through one shared batching queue (servers)."""
+        if self.batcher is None:
+            self.batcher = InferenceBatcher(self.detector)
+
+    def close(self) -> None:
+        """Stop the batching thread, if any."""
+        if self.batcher is not None:
+            self.batcher.close()
+            self.batcher = None
+
+    def logits_fn(self):  # type: ignore[no-untyped-def]
+        """What score_frame calls for logits: the shared batcher, or None (the detector itself)."""
+        return None if self.batcher is None else self.batcher.logits
 
     @property
     def tamper_threshold(self) -> float | None:
