@@ -17,17 +17,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.media import bench_video  # noqa: E402
+from bench.media import bench_video
 
 
 def run_check_rusage(path: Path, model_dir: Path) -> dict:
     """Like run_check, measuring the child's peak RSS (ru_maxrss, KiB on Linux)."""
     cmd = [sys.executable, "-m", "server", "check", str(path), "--json", "--model-dir", str(model_dir)]
     start = time.perf_counter()
-    pid = os.posix_spawn(cmd[0], cmd, os.environ, file_actions=[
-        (os.POSIX_SPAWN_OPEN, 1, "/tmp/unmask-bench-out.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
-        (os.POSIX_SPAWN_OPEN, 2, "/tmp/unmask-bench-err.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
-    ])
+    pid = os.posix_spawn(
+        cmd[0],
+        cmd,
+        os.environ,
+        file_actions=[
+            (
+                os.POSIX_SPAWN_OPEN,
+                1,
+                "/tmp/unmask-bench-out.json",
+                os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                0o644,
+            ),
+            (
+                os.POSIX_SPAWN_OPEN,
+                2,
+                "/tmp/unmask-bench-err.txt",
+                os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                0o644,
+            ),
+        ],
+    )
     _, status, usage = os.wait4(pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
@@ -47,7 +64,9 @@ def main() -> None:
     for seconds in (args.short_seconds, args.long_seconds):
         t0 = time.perf_counter()
         path = bench_video(seconds)
-        print(f"input {path.name}: {path.stat().st_size / 1e6:.1f} MB (ready in {time.perf_counter() - t0:.0f} s)")
+        print(
+            f"input {path.name}: {path.stat().st_size / 1e6:.1f} MB (ready in {time.perf_counter() - t0:.0f} s)"
+        )
         r = run_check_rusage(path, args.model_dir)
         v = r["verdict"]
         rows.append((seconds, r))

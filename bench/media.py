@@ -28,7 +28,9 @@ def _frames(seconds: float, fps: int, size: tuple[int, int], seed: int = 0):
         y = int((h - 350) * (0.5 + 0.3 * np.cos(2 * np.pi * i / (fps * 11))))
         frame[y : y + 350, x : x + 300] = face
         noise = rng.integers(-6, 7, size=(h // 4, w // 4, 1), dtype=np.int16)
-        frame = np.clip(frame.astype(np.int16) + cv2.resize(noise, (w, h))[..., None], 0, 255).astype(np.uint8)
+        frame = np.clip(frame.astype(np.int16) + cv2.resize(noise, (w, h))[..., None], 0, 255).astype(
+            np.uint8
+        )
         yield frame
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, select, union_all
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -192,15 +192,19 @@ async def lookup_frames(sessions: async_sessionmaker, hashes: Sequence[int], ref
     columns = (FrameHash.b0, FrameHash.b1, FrameHash.b2, FrameHash.b3)
     now = _now()
     async with sessions() as s:
-        # Candidates: index seeks on (model_ref, band) only; counted per check.
-        rows = await s.execute(
-            select(FrameHash.check_id, func.count())
-            .where(
-                FrameHash.model_ref == ref,
-                FrameHash.expires_at > now,
-                or_(*(col.in_(vals) for col, vals in zip(columns, band_sets, strict=True))),
+        # Candidates: one index seek per band on (model_ref, band), combined with UNION ALL so
+        # every database plans four seeks (an OR of the bands made SQLite scan the model's rows).
+        hits = union_all(
+            *(
+                select(FrameHash.check_id).where(
+                    FrameHash.model_ref == ref, col.in_(vals), FrameHash.expires_at > now
+                )
+                for col, vals in zip(columns, band_sets, strict=True)
             )
-            .group_by(FrameHash.check_id)
+        ).subquery()
+        rows = await s.execute(
+            select(hits.c.check_id, func.count())
+            .group_by(hits.c.check_id)
             .order_by(func.count().desc())
             .limit(MAX_CANDIDATES)
         )
