@@ -28,8 +28,123 @@ def cmd_model_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_samples(args: argparse.Namespace) -> int:
+    """Write the offline sample videos (real, self-blended and face-swapped)."""
+    from server.samples.generate import generate_samples
+
+    manifest = generate_samples(
+        args.out, n_real=args.real, n_fake=args.fake, seconds=args.seconds, size=args.size, seed=args.seed
+    )
+    if args.json:
+        print(json.dumps(manifest, indent=2, default=str))
+    else:
+        videos = manifest.get("videos", [])
+        print(
+            f"wrote {len(videos)} sample videos to {args.out} (manifest.json lists labels, methods, credits)"
+        )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a detector from an image/video folder (real/, fake/) or real-only faces (+ self-blending)."""
+    from server.vision.train import TrainConfig, train
+
+    config = TrainConfig(
+        data=args.data,
+        out=args.out,
+        real_only=args.real_only,
+        sbi_ratio=args.sbi_ratio,
+        arch=args.arch,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        augment=not args.no_augment,
+        lipschitz_lambda=args.lipschitz,
+        adv_train=args.adv_train,
+        adv_eps=args.adv_eps,
+        amp=args.amp,
+        device=args.device or "auto",
+        resume=args.resume,
+        model_id=args.model_id,
+        demo=args.demo,
+        training_data=args.training_data or "",
+    )
+    run_dir = train(config)
+    print(f"run directory: {run_dir} (model.safetensors, card.json, metrics.json)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a checkpoint on a labelled folder: accuracy, AUROC, ECE, threshold at a target FPR."""
+    from server.vision.evaluate import evaluate
+
+    metrics = evaluate(
+        args.model_dir, args.data, out_dir=args.out, target_fpr=args.target_fpr, device=args.device or "auto"
+    )
+    if args.json:
+        print(json.dumps(metrics, indent=2, default=str))
+    else:
+        keys = ("n", "accuracy", "auroc", "ece", "threshold")
+        print(
+            "  ".join(
+                f"{k} {metrics[k]:.4f}" if isinstance(metrics.get(k), float) else f"{k} {metrics.get(k)}"
+                for k in keys
+                if k in metrics
+            )
+        )
+        if args.out:
+            print(f"report: {args.out}/eval.md (+ eval.json, roc.png, reliability.png)")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ML subcommands."""
+    p = sub.add_parser(
+        "samples", help="write offline sample videos (real / manipulated) for training and tests"
+    )
+    p.add_argument("out", type=Path)
+    p.add_argument("--real", type=int, default=12)
+    p.add_argument("--fake", type=int, default=12)
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--size", type=int, default=320)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_samples)
+
+    p = sub.add_parser("train", help="train a detector (image/video folder with real/ and fake/)")
+    p.add_argument("data", type=Path)
+    p.add_argument("--out", type=Path, default=Path("runs/train"))
+    p.add_argument("--real-only", action="store_true", help="data has only real faces: self-blend the fakes")
+    p.add_argument("--sbi-ratio", type=float, default=0.0, help="extra self-blended fakes per real crop")
+    p.add_argument("--arch", default="unmask_tiny")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument(
+        "--lipschitz", type=float, default=0.0, help="the paper's Lipschitz penalty weight λ (0 = off)"
+    )
+    p.add_argument("--adv-train", choices=["none", "pgd"], default="none")
+    p.add_argument("--adv-eps", type=float, default=4 / 255)
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (GPU)")
+    p.add_argument("--device")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--model-id")
+    p.add_argument("--demo", action="store_true", help="mark the card as a demonstration model")
+    p.add_argument("--training-data", help="description of the data for the model card")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a detector checkpoint on a labelled folder")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("data", type=Path)
+    p.add_argument("--out", type=Path, help="write eval.json, eval.md, roc.png, reliability.png here")
+    p.add_argument("--target-fpr", type=float, default=0.05)
+    p.add_argument("--device")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
     from server.vision.importers import IMPORT_KINDS
 
     model = sub.add_parser("model", help="detector checkpoints: import, show")
