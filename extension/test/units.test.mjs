@@ -1,0 +1,87 @@
+// Unit tests of the pure modules (node --test): SSE parsing, settings, hashes, badge texts.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { normalizeServerUrl, serverPattern, sitePatterns, validateSettings } from '../src/config.js';
+import { hammingHex, phashHex } from '../src/phash.js';
+import { sseParser } from '../src/sse.js';
+import { badgeText, stateOfLabel, viewOf } from '../src/verdict.js';
+
+test('SSE events split across chunks and line endings are reassembled', () => {
+  const events = [];
+  let comments = 0;
+  const feed = sseParser(
+    (e) => events.push(e),
+    () => comments++,
+  );
+  for (const chunk of [
+    'id: 1\nevent: progress\nda',
+    'ta: {"a":1}\n\n: keep-alive\n\r',
+    '\nid: 2\r\nevent: verdict\r\ndata: {}\r',
+    '\n\r\n',
+  ])
+    feed(chunk);
+  assert.deepEqual(events, [
+    { event: 'progress', data: '{"a":1}', id: '1' },
+    { event: 'verdict', data: '{}', id: '2' },
+  ]);
+  assert.equal(comments, 1);
+});
+
+test('sites become match patterns; bad lines are refused', () => {
+  assert.deepEqual(sitePatterns('Example.com'), ['*://example.com/*', '*://*.example.com/*']);
+  assert.deepEqual(sitePatterns('127.0.0.1'), ['*://127.0.0.1/*']);
+  assert.deepEqual(sitePatterns('*'), ['http://*/*', 'https://*/*']);
+  assert.deepEqual(sitePatterns('https://*.example.org/videos/*'), ['https://*.example.org/videos/*']);
+  assert.equal(sitePatterns('javascript:alert(1)'), null);
+  assert.equal(sitePatterns('ftp://x.org/*'), null);
+});
+
+test('settings validation names the bad field and lists every pattern to ask for', () => {
+  const ok = validateSettings({ serverUrl: 'https://u.example/api/', sites: 'a.org\n', mode: 'click', allowFrames: 1 });
+  assert.deepEqual(ok.errors, {});
+  assert.equal(ok.settings.serverUrl, 'https://u.example/api');
+  assert.deepEqual(ok.patterns, ['*://a.org/*', '*://*.a.org/*', 'https://u.example/*']);
+  assert.equal(ok.settings.allowFrames, true);
+  const bad = validateSettings({ serverUrl: 'file:///etc/passwd', token: 'two words', sites: 'bad site' });
+  assert.deepEqual(Object.keys(bad.errors).sort(), ['serverUrl', 'sites', 'token']);
+  assert.equal(normalizeServerUrl('http://user:pw@x.org'), null);
+  assert.equal(serverPattern('http://127.0.0.1:8000'), 'http://127.0.0.1/*');
+});
+
+test('pHash: a known frame, brightness invariance, and hamming distance', () => {
+  const width = 64;
+  const height = 48;
+  const data = new Uint8ClampedArray(width * height * 4);
+  for (let y = 0; y < height; y++)
+    for (let x = 0; x < width; x++) {
+      const i = (y * width + x) * 4;
+      data[i] = (x * 4) % 256;
+      data[i + 1] = (y * 5) % 256;
+      data[i + 2] = ((x + y) * 3) % 256;
+      data[i + 3] = 255;
+    }
+  const hash = phashHex({ data, width, height });
+  assert.match(hash, /^[0-9a-f]{16}$/);
+  const brighter = data.map((v, i) => (i % 4 === 3 ? v : Math.min(255, v + 10)));
+  assert.ok(hammingHex(hash, phashHex({ data: brighter, width, height })) <= 4);
+  assert.equal(hammingHex('0000000000000000', 'ffffffffffffffff'), 64);
+});
+
+test('badge texts and states', () => {
+  assert.equal(stateOfLabel('authentic'), 'authentic');
+  assert.equal(stateOfLabel('something-new'), 'inconclusive'); // never shown as authentic
+  assert.equal(badgeText({ state: 'manipulated', score: 0.873 }), 'Manipulated · 87%');
+  assert.equal(badgeText({ state: 'checking', progress: { fraction: 0.4 } }), 'Checking… 40%');
+  assert.equal(badgeText({ state: 'checking', progress: { frames: 3 } }), 'Checking… 3 frames');
+  const view = viewOf({ videoKey: 'k', state: 'tampered', verdict: { score: 0.2, model: { demo: true } }, cached: 1 });
+  assert.deepEqual(view, {
+    videoKey: 'k',
+    state: 'tampered',
+    score: 0.2,
+    cached: true,
+    demo: true,
+    progress: null,
+    error: null,
+  });
+});
