@@ -18,6 +18,7 @@ serve: install
 	$(VENV)/bin/unmask serve
 
 test: install
+	bash scripts/test-deps.sh
 	$(PY) -m pytest $(ARGS)
 
 lint: install
