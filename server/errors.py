@@ -18,6 +18,8 @@ JSON, and the CLI prints ``message`` and exits non-zero.
     │   ├── UnsupportedMedia (415, unsupported_media)
     │   ├── UndecodableMedia (422, undecodable_media)
     │   └── MediaLimitExceeded (422, media_limit_exceeded)
+    ├── UnsupportedSite (422, unsupported_site)        server/media/resolve.py
+    ├── BadPlaylist (422, bad_playlist)                server/media/hls.py
     ├── RateLimited (429, rate_limited)               server/auth.py
     │   └── TooManyChecks (429, too_many_checks)
     ├── FetchFailed (502, fetch_failed)               server/media/netguard.py

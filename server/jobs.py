@@ -33,6 +33,7 @@ from server.db.models import CheckStatus
 from server.db.thumbnails import ThumbnailItem, save_thumbnails
 from server.errors import Conflict, MediaLimitExceeded, NotFound, UnmaskError
 from server.media.decode import DecodeLimits, MediaInfo
+from server.media.sandbox import default_pool
 from server.metrics import Metrics
 from server.purify_client import PurifyDispatcher
 from server.report.thumbs import crop_thumbnail
@@ -89,6 +90,7 @@ class Job:
     superseded_by: str | None = None
     source_url: str | None = None
     pump: asyncio.Task[None] | None = None
+    media_extra: Callable[[], dict[str, Any]] | None = None
     frames_mode: bool = False
     frames_final: asyncio.Event = field(default_factory=asyncio.Event)
     last_activity: float = 0.0
@@ -143,6 +145,8 @@ class JobManager:
         self.url_claims: dict[str, asyncio.Future[str]] = {}
         self.model_ref = cache.model_ref(runtime.detector.card)
         self.cache_ttl = timedelta(seconds=settings.cache_ttl_s)
+        if settings.decode_sandbox:
+            default_pool().prewarm()  # the decoder zygote's ~0.7 s start-up, off the first check
         self.limits = DecodeLimits(
             max_duration_s=settings.max_duration_s,
             max_frame_pixels=settings.max_frame_pixels,
@@ -225,7 +229,7 @@ class JobManager:
                 job,
                 outcome.results,
                 timings=outcome.timings,
-                media=media_dict(outcome.info),
+                media={**media_dict(outcome.info), **(job.media_extra() if job.media_extra else {})},
                 truncated=outcome.truncated,
                 early_stop=outcome.early_stop,
             )
@@ -391,6 +395,7 @@ class JobManager:
             early=None
             if job.full or not self.settings.early_verdict
             else SequentialTest(threshold=self.runtime.detector.card.threshold),
+            sandbox=self.settings.decode_sandbox,
         )
 
     @staticmethod

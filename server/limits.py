@@ -96,3 +96,35 @@ MAX_FRAME_JPEG_BYTES = 4 * 1024 * 1024
 MAX_THUMBNAILS_PER_CHECK = 24
 THUMBNAIL_MAX_SIDE = 240
 MAX_THUMBNAIL_BYTES = 64 * 1024
+
+# Resolving a page URL with yt-dlp (server/media/resolve.py). A real page needs one to a few
+# requests (page, player JSON, manifest); 16 bounds extractors that walk embeds or paginate.
+RESOLVE_MAX_REQUESTS = 16
+
+# Body bytes yt-dlp may read per request: a YouTube watch page is ~1–2 MB of HTML and JSON;
+# anything much larger is not a page but a download yt-dlp must not make.
+RESOLVE_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+
+# Whole resolution, every request included: extractors that need longer are stuck or are being
+# fed a slow drip, and the user is waiting for the check to start.
+RESOLVE_TIMEOUT_S = 30.0
+
+# An HLS or DASH manifest: a 30-minute VOD with 2 s segments is ~900 lines (~100 KB);
+# megabytes of playlist are a parser attack, not a video.
+PLAYLIST_MAX_BYTES = 2 * 1024 * 1024
+
+# Segments (or variants) read from one manifest: 30 minutes of 0.5 s segments is 3600.
+PLAYLIST_MAX_ENTRIES = 10_000
+
+# Highest rendition picked from an HLS master playlist or DASH manifest: the detector works on
+# face crops far smaller than 720p frames, and higher renditions only cost bytes and decode time.
+STREAM_MAX_HEIGHT = 720
+
+# A VOD stream up to this long is fetched whole; longer ones are sampled in windows.
+STREAM_FULL_FETCH_S = 60.0
+
+# Windows spread evenly over a long stream, and seconds of video in each: 8 × 6 s covers the
+# start, the end and six points between (every part of a spliced video is a few windows away)
+# for about 10% of a 10-minute stream's bytes.
+STREAM_SAMPLE_WINDOWS = 8
+STREAM_WINDOW_S = 6.0

@@ -9,14 +9,12 @@ from typing import Any
 
 from aiohttp import web
 
-from server import limits
 from server.db import cache, repo
 from server.db.urls import canonical_url, platform_video_id
 from server.errors import InvalidField, UnmaskError
 from server.jobs import Job, new_check_id
 from server.keys import fetcher_key, jobs_key, request_id_key, runtime_key, sessions_key, settings_key
-from server.media.fetch import FetchResponse
-from server.media.sniff import sniff_container
+from server.media.ingest import StreamBudget, open_url
 from server.media.source import GrowingFile
 
 _LOGGER = logging.getLogger(__name__)
@@ -36,20 +34,6 @@ def parse_body(body: Any) -> tuple[str, str | None]:
     if page_url is not None and (not isinstance(page_url, str) or len(page_url) > MAX_URL_CHARS):
         raise InvalidField("page_url: a string of at most 2048 characters", field="page_url")
     return url.strip(), page_url
-
-
-async def _pump(resp: FetchResponse, spool: GrowingFile) -> None:
-    """Copy the rest of the body into the spool; a fetch error fails the reader, not the server."""
-    try:
-        async for chunk in resp.iter_chunks():
-            spool.write(chunk)
-        spool.finish()
-    except UnmaskError as exc:
-        spool.fail(exc)
-    except Exception as exc:  # the check records it; the server carries on
-        spool.fail(exc)
-    finally:
-        resp.close()
 
 
 async def start_url_check(
@@ -104,25 +88,18 @@ async def _fetch_and_start(
     sessions, jobs = app[sessions_key], app[jobs_key]
     card = app[runtime_key].detector.card
 
-    # Open the upstream response before accepting: a refused or dead URL is this request's 4xx/502.
-    resp = await app[fetcher_key].open(url)
-    spool = GrowingFile(
-        dir=app[settings_key].data_dir / "uploads",
-        max_bytes=app[settings_key].max_upload_bytes,
-        expected_size=resp.content_length,
-    )
-    try:
-        async for chunk in resp.iter_chunks():
-            spool.write(chunk)
-            if spool.bytes_written >= limits.SNIFF_BYTES:
-                break
-        else:
-            spool.finish()
-        container = sniff_container(spool.head)
-    except BaseException:
-        resp.close()
-        spool.close()
-        raise
+    settings = app[settings_key]
+
+    def new_spool(size: int | None) -> GrowingFile:
+        return GrowingFile(
+            dir=settings.data_dir / "uploads", max_bytes=settings.max_upload_bytes, expected_size=size
+        )
+
+    # Open the upstream before accepting: a refused or dead URL, or a page without a video, is this
+    # request's 4xx/502. Pages are resolved (yt-dlp), HLS/DASH sampled, files streamed (media.ingest).
+    budget = StreamBudget(max_duration_s=settings.max_duration_s)
+    ingest = await open_url(url, app[fetcher_key], new_spool, budget=budget)
+    spool, container = ingest.spool, ingest.container
     check_id = new_check_id()
     await repo.create_check(
         sessions,
@@ -143,6 +120,7 @@ async def _fetch_and_start(
             out.append(("video_id", video_id))
         if spool.sha256:
             out.append(("sha256", spool.sha256))
+        out.extend(k for k in ingest.cache_keys() if k not in out)  # page URL, media URL, platform id
         return out
 
     job: Job = jobs.start(
@@ -155,10 +133,9 @@ async def _fetch_and_start(
         request_id=request.get(request_id_key),
         full=full,
     )
+    job.media_extra = ingest.media  # bytes fetched, sampling: merged into the verdict's media block
     if not spool.finished:
-        job.pump = asyncio.create_task(_pump(resp, spool), name=f"fetch-{check_id}")
-    else:
-        resp.close()
+        job.pump = asyncio.create_task(ingest.pump(stop=job.stop.is_set), name=f"fetch-{check_id}")
     return 202, {"id": check_id, "status": job.status}
 
 

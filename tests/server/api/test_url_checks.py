@@ -106,7 +106,8 @@ async def test_upstream_errors_and_non_video(url_api, media_server) -> None:
     resp = await url_api.post("/v1/checks", json={"url": f"{base}/missing.mp4"})
     assert resp.status == 502 and (await resp.json())["error"]["code"] == "fetch_failed"
     resp = await url_api.post("/v1/checks", json={"url": f"{base}/page.html"})
-    assert resp.status == 415 and "HTML" in (await resp.json())["error"]["message"]
+    error = (await resp.json())["error"]
+    assert resp.status == 422 and error["code"] == "unsupported_site" and "HTML" in error["message"]
 
 
 @pytest.mark.parametrize(
