@@ -17,6 +17,7 @@ import asyncio
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,10 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp
-from aiohttp import web
 from sqlalchemy import insert
 
-from server.app import create_app
 from server.db.cache import model_ref
 from server.db.engine import create_engine
 from server.db.migrate import upgrade
@@ -182,15 +181,38 @@ async def main_async(args) -> None:
     print(
         f"filled {args.verdicts} verdicts ({args.verdicts * FRAMES} frame hashes) in {time.perf_counter() - t0:.0f} s"
     )
-    runner = web.AppRunner(create_app(settings), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", PORT).start()
+    # The server runs in its own process (as in production), so the load generator's CPU does
+    # not share the server's event loop.
+    env = {
+        **os.environ,
+        "UNMASK_DATA_DIR": str(data_dir),
+        "UNMASK_MODEL_DIR": str(args.model_dir),
+        "UNMASK_PORT": str(PORT),
+        "UNMASK_DATABASE_URL": url,
+        "UNMASK_LOG_LEVEL": "WARNING",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--no-worker", "--no-migrate"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            try:
+                async with http.get(f"http://127.0.0.1:{PORT}/readyz") as r:
+                    if r.status == 200:
+                        break
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
     try:
         await load("url", args.rate, 2, args.verdicts, samples, rng)  # warm-up
         await load("url", args.rate, args.seconds, args.verdicts, samples, rng)
         await load("near-duplicate", args.rate, args.seconds, args.verdicts, samples, rng)
     finally:
-        await runner.cleanup()
+        server.terminate()
+        server.wait(30)
 
 
 def main() -> None:

@@ -144,18 +144,18 @@ async def store(
 
 async def lookup_key(sessions: async_sessionmaker, kind: str, value: str, ref: str) -> CacheHit | None:
     """The verdict stored under an exact key, unless expired."""
+    # One indexed round trip: the key joined to its verdict (this is the hot path of every badge).
     async with sessions() as s:
         row = (
             await s.execute(
-                select(CacheKey.check_id, CacheKey.expires_at).where(
-                    CacheKey.kind == kind, CacheKey.value == value, CacheKey.model_ref == ref
-                )
+                select(CacheKey.check_id, CacheKey.expires_at, Verdict.payload)
+                .join(Verdict, Verdict.check_id == CacheKey.check_id)
+                .where(CacheKey.kind == kind, CacheKey.value == value, CacheKey.model_ref == ref)
             )
         ).first()
-        if row is None or _aware(row.expires_at) <= _now():
-            return None
-        verdict = await _verdict_of(s, row.check_id)
-    return None if verdict is None else CacheHit(row.check_id, kind, verdict)
+    if row is None or _aware(row.expires_at) <= _now():
+        return None
+    return CacheHit(row.check_id, kind, row.payload)
 
 
 def _best_alignment(query: Sequence[int], stored: dict[int, int]) -> int:
