@@ -19,6 +19,7 @@ import datetime
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -65,10 +66,13 @@ def machine(device: torch.device) -> str:
     )
 
 
-def run(cfg: DIPConfig, device: torch.device, crops: torch.Tensor) -> tuple[float, list[int], torch.Tensor]:
-    """(seconds, per-crop iterations, outputs) of one purify call."""
+def run(
+    cfg: DIPConfig, device: torch.device, crops: torch.Tensor
+) -> tuple[float, float, list[int], torch.Tensor]:
+    """(wall seconds, CPU seconds of this process, per-crop iterations, outputs) of one purify call."""
+    cpu0 = time.process_time()
     result = Purifier(cfg, device).purify(crops.to(device))
-    return result.seconds, result.steps, result.images.cpu()
+    return result.seconds, time.process_time() - cpu0, result.steps, result.images.cpu()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,86 +81,85 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--crops", type=int, default=4)
     ap.add_argument("--size", type=int, default=256, help="side of the input crops")
-    ap.add_argument("--paper-iters", type=int, default=None, help="timed paper iterations (cpu 20, cuda 200)")
-    ap.add_argument("--paper-crops", type=int, default=4, help="crops the paper configuration is timed on")
-    ap.add_argument("--fast-iters", type=int, default=10, help="CPU: timed fast-default iterations")
+    ap.add_argument("--paper-iters", type=int, default=None, help="timed paper iterations (cpu 10, cuda 200)")
+    ap.add_argument("--paper-crops", type=int, default=1, help="crops the paper configuration is timed on")
+    ap.add_argument("--fast-iters", type=int, default=5, help="CPU: timed fast-default iterations")
     ap.add_argument("--full-fast", action="store_true", help="run the fast default to its rule on CPU too")
     ap.add_argument("--compile", default=None, help="torch.compile mode for the fast default (A/B)")
     ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="fast default dtype")
     ap.add_argument("--group", type=int, default=None, help="fast default crops per launch")
     ap.add_argument("--eps", type=float, default=0.02, help="sign-noise budget (paper FGSM: 0.02)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="1: robust on a shared CPU")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
-    k = args.paper_iters or (200 if on_gpu else 20)
+    k = args.paper_iters or (200 if on_gpu else 10)
     clean, noisy = make_crops(args.crops, args.size, args.eps, args.seed)
-    print(f"machine: {machine(device)}")
-    print(f"crops: {args.crops} x {args.size}x{args.size}, sign noise eps={args.eps}")
-
+    print(f"machine: {machine(device)}, load average {os.getloadavg()[0]:.1f}")
+    ceiling = psnr(resize(resize(clean, (64, 64)), (args.size, args.size)), clean)
+    print(
+        f"crops: {args.crops} x {args.size}x{args.size}, sign noise eps={args.eps}; PSNR to the clean crop: "
+        f"noisy {psnr(noisy, clean):.2f} dB, clean resized via 64² {ceiling:.2f} dB"
+    )
     # Warm-up (lazy kernel and allocator set-up is ~2-3 s on the first call), not timed.
     run(DIPConfig.paper().replace(size=64, fixed_iter=2, max_iters=2), device, noisy[:1])
+    header = f"{'config':<28}{'device':<8}{'crops':>6}{'iters':>7}{'s/crop':>10}{'x paper':>9}{'cpu-s/crop':>11}{'PSNR dB':>9}"
+    print(f"\n{header}  note", flush=True)
 
-    rows: list[tuple[str, int, float, float | None, str]] = []
+    def row(
+        name: str, crops: int, iters: int, per_crop: float, cpu: float, quality: float | None, note: str
+    ) -> None:
+        q = "-" if quality is None else f"{quality:.2f}"
+        print(
+            f"{name:<28}{device.type:<8}{crops:>6}{iters:>7}{per_crop:>10.2f}{paper_s / per_crop:>9.1f}"
+            f"{cpu:>11.2f}{q:>9}  {note}",
+            flush=True,
+        )
+
     # The paper fits one crop at a time, so its cost per crop does not depend on the crop: time a few.
     n_paper = min(args.crops, args.paper_crops)
-    paper = DIPConfig.paper().replace(fixed_iter=k, max_iters=k)
-    seconds, _, _ = run(paper, device, noisy[:n_paper])
-    paper_s = seconds / n_paper / k * PAPER_READ_AT
-    note = f"extrapolated from {k} its on {n_paper} crop(s)"
-    rows.append(("paper (512², fixed 6000)", PAPER_READ_AT, paper_s, None, note))
-
-    fast = DIPConfig.fast()
-    fast = fast.replace(
-        **{
-            key: val
-            for key, val in (("compile", args.compile), ("dtype", args.dtype), ("group", args.group))
-            if val is not None
-        }
+    seconds, cpu, _, _ = run(DIPConfig.paper().replace(fixed_iter=k, max_iters=k), device, noisy[:n_paper])
+    paper_s, scale = seconds / n_paper / k * PAPER_READ_AT, PAPER_READ_AT / n_paper / k
+    row(
+        "paper (512², fixed 6000)",
+        n_paper,
+        PAPER_READ_AT,
+        paper_s,
+        cpu * scale,
+        None,
+        f"extrapolated from {k} its",
     )
-    if on_gpu or args.full_fast:
-        seconds, steps, out = run(fast, device, noisy)
-        rows.append(
-            (
-                "fast default",
-                round(sum(steps) / len(steps)),
-                seconds / args.crops,
-                psnr(out, clean),
-                "full run",
-            )
-        )
-    else:
-        short = fast.replace(stop="fixed", fixed_iter=args.fast_iters, max_iters=args.fast_iters, min_iters=0)
-        seconds, _, _ = run(short, device, noisy)
-        per_crop = seconds / args.crops / args.fast_iters * fast.max_iters
-        note = f"extrapolated from {args.fast_iters} its to max_iters (upper bound)"
-        rows.append(("fast default", fast.max_iters, per_crop, None, note))
 
-    seconds, steps, out = run(DIPConfig.cpu(), device, noisy)
-    rows.append(
-        (
-            "cpu preset (64², 300 its)",
-            round(sum(steps) / len(steps)),
+    overrides = (("compile", args.compile), ("dtype", args.dtype), ("group", args.group))
+    fast = DIPConfig.fast().replace(**{key: val for key, val in overrides if val is not None})
+    if on_gpu or args.full_fast:
+        seconds, cpu, steps, out = run(fast, device, noisy)
+        mean_steps = round(sum(steps) / len(steps))
+        row(
+            "fast default",
+            args.crops,
+            mean_steps,
             seconds / args.crops,
+            cpu / args.crops,
             psnr(out, clean),
             "full run",
         )
-    )
-    ceiling = psnr(resize(resize(clean, (64, 64)), (args.size, args.size)), clean)
-
-    header = f"{'config':<28}{'device':<8}{'crops':>6}{'iters':>7}{'s/crop':>10}{'x paper':>9}{'PSNR dB':>9}"
-    print(f"\n{header}  note")
-    for name, iters, per_crop, quality, note in rows:
-        q = "-" if quality is None else f"{quality:.2f}"
-        print(
-            f"{name:<28}{device.type:<8}{args.crops:>6}{iters:>7}{per_crop:>10.2f}"
-            f"{paper_s / per_crop:>9.1f}{q:>9}  {note}"
+    else:
+        n = args.fast_iters
+        seconds, cpu, _, _ = run(
+            fast.replace(stop="fixed", fixed_iter=n, max_iters=n, min_iters=0), device, noisy
         )
-    noisy_db = psnr(noisy, clean)
-    print(f"PSNR against the clean crop: noisy input {noisy_db:.2f} dB, clean via 64² {ceiling:.2f} dB")
+        scale = fast.max_iters / args.crops / n
+        note = f"extrapolated from {n} its (bound)"
+        row("fast default", args.crops, fast.max_iters, seconds * scale, cpu * scale, None, note)
+
+    seconds, cpu, steps, out = run(DIPConfig.cpu(), device, noisy)
+    n, mean_steps = args.crops, round(sum(steps) / len(steps))
+    row("cpu preset (64², 300 its)", n, mean_steps, seconds / n, cpu / n, psnr(out, clean), "full run")
+    print("cpu-s/crop: CPU time of this process, all threads (on a shared CPU, wall time when it runs alone)")
 
 
 if __name__ == "__main__":
