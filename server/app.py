@@ -13,7 +13,6 @@ from server import limits
 from server.analysis.runtime import Runtime
 from server.api import setup_routes
 from server.auth_middleware import auth_middleware, body_limit_middleware
-from server.db import repo
 from server.db.engine import create_engine, session_factory
 from server.jobs import JobManager
 from server.keys import (
@@ -31,6 +30,7 @@ from server.media.fetch import Fetcher, FetchPolicy
 from server.metrics import Metrics, metrics_middleware
 from server.middlewares import cors_middleware, error_middleware, response_headers
 from server.purify_client import PurifyDispatcher
+from server.recovery import recover
 from server.settings import Settings
 
 _LOGGER = logging.getLogger(__name__)
@@ -46,16 +46,11 @@ async def spool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The async engine and session factory; fails this instance's orphaned checks at start."""
+    """The async engine and session factory (interrupted checks are recovered in jobs_ctx)."""
     settings = app[settings_key]
     engine = create_engine(settings.resolved_database_url)
     app[engine_key] = engine
     app[sessions_key] = session_factory(engine)
-    orphans = await repo.fail_orphaned(
-        app[sessions_key], settings.instance_id, "the server restarted before this check finished"
-    )
-    if orphans:
-        _LOGGER.warning("marked %d interrupted check(s) as failed", orphans)
     yield
     await engine.dispose()
 
@@ -125,6 +120,7 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         settings, app[sessions_key], app[runtime_key], app[executor_key], purifier, metrics=metrics
     )
     app[jobs_key] = jobs
+    await recover(jobs, app[sessions_key], settings.data_dir, settings.instance_id)
     yield
     await jobs.close()
 

@@ -6,6 +6,7 @@ import logging
 import uuid
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.typedefs import Handler
 
 from server.errors import UnmaskError
@@ -42,6 +43,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status == 413:
             code, message = "payload_too_large", "request body is larger than this endpoint accepts"
         return _json_error(exc.status, code, message, request_id)
+    except BadHttpMessage as exc:  # e.g. a malformed part header met while reading a multipart body
+        return _json_error(400, "bad_request", f"malformed request body: {exc.message}"[:300], request_id)
     except Exception:
         _LOGGER.exception("request %s: unexpected error", request_id)
         return _json_error(500, "internal", "internal server error", request_id)

@@ -84,6 +84,9 @@ class Settings:
     max_concurrent_checks_per_token: int = 8
     # Serve /metrics without a token (Prometheus scrapers usually run on a private network).
     metrics_public: bool = True
+    # Decode untrusted media in a resource-limited child process (server/media/sandbox.py); off
+    # only for debugging a decoder problem in-process.
+    decode_sandbox: bool = True
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property

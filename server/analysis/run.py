@@ -15,6 +15,7 @@ from server.analysis.frames import FrameResult, ThumbnailPicker, score_frame
 from server.analysis.runtime import Runtime
 from server.analysis.sequential import SequentialTest
 from server.media.decode import DecodeLimits, MediaInfo, open_video
+from server.media.sandbox import open_sandboxed_video
 from server.vision.tracking import FaceTracker
 
 
@@ -57,17 +58,21 @@ def analyze_video(
     on_frame: Callable[[FrameResult], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
     early: SequentialTest | None = None,
+    sandbox: bool = True,
 ) -> Outcome:
     """Decode ``source`` at ``rate`` frames/s and score every sampled frame as it is decoded.
 
     With ``early``, decoding stops once the sequential test has decided, unless a frame was
     found suspicious of tampering (those videos are read in full: purification decides).
+    With ``sandbox`` (the default), libav runs in a resource-limited child process.
     """
     started = time.perf_counter()
     faces = FaceTracker(runtime.faces())
     thumbs = ThumbnailPicker()
     decode_s = detect_s = 0.0
-    with open_video(source, container=container, limits=limits) as reader:
+    first_frame_s: float | None = None
+    opener = open_sandboxed_video if sandbox else open_video
+    with opener(source, container=container, limits=limits) as reader:
         outcome = Outcome(info=reader.info)
         decode_s += time.perf_counter() - started
         if on_open is not None:
@@ -95,6 +100,8 @@ def analyze_video(
             thumbs.take(result, frame.image)
             detect_s += time.perf_counter() - t1
             outcome.results.append(result)
+            if first_frame_s is None:
+                first_frame_s = time.perf_counter() - started
             if on_frame is not None:
                 on_frame(result)
             if result.crops:
@@ -104,5 +111,10 @@ def analyze_video(
                 break
         outcome.truncated = reader.truncated
         outcome.decoded_frames = reader.decoded_frames
-    outcome.timings = {"decode": decode_s, "detect": detect_s, "total": time.perf_counter() - started}
+    outcome.timings = {
+        "decode": decode_s,
+        "detect": detect_s,
+        "first_frame": first_frame_s or 0.0,
+        "total": time.perf_counter() - started,
+    }
     return outcome

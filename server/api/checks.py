@@ -18,6 +18,7 @@ from server.errors import BadRequest, NotFound, UnmaskError
 from server.jobs import new_check_id
 from server.keys import jobs_key, request_id_key, runtime_key, sessions_key, settings_key
 from server.media.source import GrowingFile
+from server.recovery import spool_path
 
 # After the upload ends, wait this long for the decoder to validate the container so bad
 # media gets its 4xx on the same request; a check still queued behind others gets 202.
@@ -110,6 +111,8 @@ async def create_check(request: web.Request) -> web.Response:
             request_id=request.get(request_id_key),
             owner=settings.instance_id,
         )
+        # Named by check id from now on, so a restarted server can find and re-run it.
+        spool.path = spool.path.rename(spool_path(settings.data_dir, check_id))
         jobs = request.app[jobs_key]
         job = jobs.start(
             check_id,

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from server import limits
+from server.api.uploads import next_part
 from server.db import repo
 from server.errors import BadRequest, Conflict, InvalidField, NotFound, PayloadTooLarge
 from server.jobs import Job, new_check_id
@@ -16,6 +17,9 @@ from server.media.images import decode_still
 
 # Short text fields of a frames request (timestamps, the final flag).
 MAX_FIELD_BYTES = 64
+
+# Parts are read in chunks of this size (aiohttp needs chunks longer than the boundary).
+_READ_CHUNK_BYTES = 64 * 1024
 
 
 async def open_frames_check(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
@@ -42,6 +46,20 @@ async def open_frames_check(request: web.Request, body: dict[str, Any]) -> dict[
     return {"id": check_id, "status": job.status}
 
 
+async def _read_capped(part: BodyPartReader, cap: int) -> bytes | None:
+    """The whole part, or None once it passes ``cap`` bytes.
+
+    read_chunk() may return less than asked before the part ends, and asserts on sizes below
+    the boundary length, so read fixed-size chunks until the part's end.
+    """
+    data = bytearray()
+    while chunk := await part.read_chunk(_READ_CHUNK_BYTES):
+        data += chunk
+        if len(data) > cap:
+            return None
+    return bytes(data)
+
+
 async def _read_parts(request: web.Request) -> tuple[list[tuple[str, bytes]], list[float], bool]:
     try:
         reader = await request.multipart()
@@ -50,19 +68,20 @@ async def _read_parts(request: web.Request) -> tuple[list[tuple[str, bytes]], li
     frames: list[tuple[str, bytes]] = []
     times: list[float] = []
     final = False
-    while (part := await reader.next()) is not None:
+    while (part := await next_part(reader)) is not None:
         if not isinstance(part, BodyPartReader):
             raise BadRequest("nested multipart bodies are not accepted")
         if part.name == "frame":
             if len(frames) >= limits.MAX_FRAMES_PER_REQUEST:
                 raise PayloadTooLarge(f"at most {limits.MAX_FRAMES_PER_REQUEST} frames per request")
-            data = await part.read_chunk(limits.MAX_FRAME_JPEG_BYTES + 1)
-            if len(data) > limits.MAX_FRAME_JPEG_BYTES or await part.read_chunk(1):
+            data = await _read_capped(part, limits.MAX_FRAME_JPEG_BYTES)
+            if data is None:
                 raise PayloadTooLarge(f"frame {len(frames)} is over {limits.MAX_FRAME_JPEG_BYTES} bytes")
             frames.append((f"frame {len(frames)}", data))
         elif part.name in ("t", "final"):
-            text = (await part.read_chunk(MAX_FIELD_BYTES + 1)).decode("ascii", "replace").strip()
-            if len(text) > MAX_FIELD_BYTES:
+            raw = await _read_capped(part, MAX_FIELD_BYTES)
+            text = "" if raw is None else raw.decode("ascii", "replace").strip()
+            if raw is None or len(text) > MAX_FIELD_BYTES:
                 raise InvalidField(f"{part.name}: too long", field=part.name)
             if part.name == "final":
                 final = text in ("1", "true", "yes")

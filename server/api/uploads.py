@@ -36,6 +36,14 @@ async def _read_field(part: BodyPartReader) -> str:
     return data.decode("utf-8", "replace")
 
 
+async def next_part(reader: MultipartReader) -> BodyPartReader | MultipartReader | None:
+    """The next part of a multipart body; a body aiohttp cannot split is the client's error."""
+    try:
+        return await reader.next()
+    except (ValueError, AssertionError, KeyError) as exc:  # e.g. no starting boundary
+        raise BadRequest(f"malformed multipart body: {exc}") from exc
+
+
 async def open_upload(
     request: web.Request, spool: GrowingFile
 ) -> tuple[Upload, BodyPartReader, MultipartReader]:
@@ -46,7 +54,7 @@ async def open_upload(
         raise BadRequest(f"malformed multipart body: {exc}") from exc
     fields: dict[str, str] = {}
     while True:
-        part = await reader.next()
+        part = await next_part(reader)
         if part is None:
             raise MissingVideo("the form has no 'video' file field; send the video as -F video=@file.mp4")
         if not isinstance(part, BodyPartReader):

@@ -8,7 +8,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import aiohttp
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.db.models import CheckStatus
