@@ -27,7 +27,7 @@ def test_render_crop_matches_crop_face(box: FaceBox) -> None:
     pixels = torch.from_numpy(image).permute(2, 0, 1).float() / 255
     got = render_crop(pixels, box, (128, 128)).permute(1, 2, 0).numpy()
     assert got.shape == expected.shape
-    assert np.abs(got - expected).mean() < 2 / 255
+    assert np.abs(got - expected).max() < 1 / 255  # the same pixels, up to 8-bit rounding
 
 
 def test_yuv420_is_close_to_the_encoders_chroma_subsampling() -> None:

@@ -1,0 +1,126 @@
+"""``unmask tamper fit``, ``unmask eval-robustness`` and ``unmask adversarial-video``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DEFAULT_MODEL_DIR = Path("models/default")
+
+
+def cmd_tamper_fit(args: argparse.Namespace) -> int:
+    """Fit the tamper check of a detector on a sample folder and write its tamper.json."""
+    import torch
+
+    from server.robust.calibrate import fit_tamper_on_data
+    from server.robust.tamper.score import TAMPER_FILENAME
+
+    torch.set_num_threads(args.threads)
+    scorer = fit_tamper_on_data(
+        args.model_dir,
+        args.data,
+        every=args.every,
+        max_per_class=args.max_per_class,
+        target_fpr=args.target_fpr,
+    )
+    s = scorer.stats
+    print(
+        f"wrote {args.model_dir / TAMPER_FILENAME}: threshold {scorer.threshold:.4f}, out-of-fold FPR "
+        f"{s['clean_fpr']:.3f} on {s['n_clean']} clean crops, TPR {s['attacked_tpr']:.3f} on "
+        f"{s['n_attacked']} FGSM/PGD crops (ε {s['eps']}), {s['fit_seconds']} s"
+    )
+    return 0
+
+
+def cmd_eval_robustness(args: argparse.Namespace) -> int:
+    """Run the paper's robustness table for a detector on a sample folder."""
+    from server.robust.evaluate import RobustnessConfig, check_config, evaluate_robustness
+
+    paths = {
+        "data": args.data,
+        "model_dir": args.model_dir,
+        "out": args.out,
+        "train_data": args.train_data,
+        "substitute_dir": args.substitute,
+        "lipschitz_dir": args.lipschitz,
+    }
+    extra = {"purifier": args.purifier, "threads": args.threads, "seed": args.seed}
+    extra = {k: v for k, v in extra.items() if v is not None}
+    if args.quick:
+        cfg = RobustnessConfig.quick_config(**paths, **extra)
+    else:
+        cfg = RobustnessConfig(**paths, **extra)
+    check_config(cfg)
+    result = evaluate_robustness(cfg)
+    if args.json:
+        print(json.dumps(result, indent=2, default=float))
+    else:
+        print(Path(result["files"]["markdown"]).read_text())
+    return 0
+
+
+def cmd_adversarial_video(args: argparse.Namespace) -> int:
+    """Write a manipulated sample video perturbed to pass the detector as authentic."""
+    import torch
+
+    from server.samples.adversarial import make_adversarial_video
+
+    torch.set_num_threads(args.threads)
+    report = make_adversarial_video(args.src, args.out, args.model_dir, eps=args.eps, attack=args.attack)
+    print(json.dumps(report, indent=2))
+    return 0 if report["fooled_all"] else 1
+
+
+def add_adversarial_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of the adversarial video command (also for ``unmask samples --adversarial``)."""
+    p.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR, help="the detector to fool")
+    p.add_argument(
+        "--eps", type=float, default=None, help="L∞ budget to start from (default 4/255, raised as needed)"
+    )
+    p.add_argument("--attack", default="eot_pgd", choices=["eot_pgd", "pgd"])
+    p.add_argument("--threads", type=int, default=1)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the robustness subcommands."""
+    tamper = sub.add_parser("tamper", help="the per-frame tamper check: fit its calibration")
+    tsub = tamper.add_subparsers(dest="tamper_command", required=True)
+    p = tsub.add_parser(
+        "fit", help="fit tamper.json for a detector on clean sample crops (+ FGSM/PGD copies)"
+    )
+    p.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
+    p.add_argument(
+        "--data", type=Path, required=True, help="sample folder with real/ and fake/ videos or images"
+    )
+    p.add_argument("--every", type=int, default=3, help="one crop per this many video frames")
+    p.add_argument("--max-per-class", type=int, default=300, help="clean crops per class at most")
+    p.add_argument("--target-fpr", type=float, default=0.05)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_tamper_fit)
+
+    p = sub.add_parser("eval-robustness", help="the paper's robustness table (attacks, tamper check, DIP)")
+    p.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
+    p.add_argument("--data", type=Path, required=True, help="held-out sample folder (real/ and fake/ videos)")
+    p.add_argument("--out", type=Path, default=Path("runs/robustness"))
+    p.add_argument(
+        "--train-data", type=Path, help="training crops: substitute / Lipschitz models are trained on it"
+    )
+    p.add_argument(
+        "--substitute", type=Path, help="black-box substitute checkpoint (else trained on --train-data)"
+    )
+    p.add_argument(
+        "--lipschitz", type=Path, help="Lipschitz-regularised checkpoint (else trained on --train-data)"
+    )
+    p.add_argument("--purifier", choices=["cpu", "tiny", "fast", "paper"], help="DIP preset (default cpu)")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--quick", action="store_true", help="a ≤ 3-minute smoke run on few crops")
+    p.add_argument("--json", action="store_true", help="print the JSON result instead of the markdown")
+    p.set_defaults(func=cmd_eval_robustness)
+
+    p = sub.add_parser("adversarial-video", help="perturb a manipulated sample video to fool the detector")
+    p.add_argument("src", type=Path, help="a manipulated sample video")
+    p.add_argument("out", type=Path, help="output .mp4")
+    add_adversarial_args(p)
+    p.set_defaults(func=cmd_adversarial_video)

@@ -1,0 +1,410 @@
+"""The parts of ``unmask eval-robustness``: detectors under test, attack rows, tamper check,
+its per-frame cost, and DIP purification of a stratified subsample."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from server.robust.adaptive import TamperAwarePGD, squeezer_transforms
+from server.robust.attacks import CWL2, EOTPGD, FGSM, PGD, Attack
+from server.robust.calibrate import evenly, quantize
+from server.robust.dip import Purifier
+from server.robust.purification import purifier_config
+from server.robust.tamper.score import CALIBRATION_BATCH, TamperScorer
+from server.vision.calibration import apply_calibration
+from server.vision.card import ModelCard
+from server.vision.detector import Detector
+from server.vision.evaluate import auroc
+
+if TYPE_CHECKING:
+    from server.robust.evaluate import RobustnessConfig
+
+# Forward passes are batched this large when only scoring (no autograd, small crops).
+SCORE_BATCH = 128
+# Self-blended pseudo-fakes per real crop when training a substitute / Lipschitz detector,
+# as models/build_default.py trains the default one.
+TRAIN_SBI_RATIO = 0.6
+# Epochs the learning-rate schedule of a quick detector spans (``train_steps`` cuts it short).
+TRAIN_EPOCHS = 3
+# Samples per batch the Lipschitz penalty is estimated on (build_default.py's variant).
+LIPSCHITZ_BATCH = 8
+
+
+@dataclass
+class Target:
+    """A detector under evaluation: [0, 1] pixels → raw logits, and its card's decision rule."""
+
+    name: str
+    net: nn.Module
+    card: ModelCard
+    path: Path
+
+    @classmethod
+    def load(cls, name: str, model_dir: str | Path) -> Target:
+        """Load a checkpoint directory on the CPU."""
+        det = Detector.load(model_dir, device="cpu")
+        return cls(name, det.pixel_model(), det.card, Path(model_dir))
+
+    def prob(self, images: torch.Tensor) -> np.ndarray:
+        """Calibrated P(fake) per image."""
+        if not len(images):
+            return np.zeros(0, np.float32)
+        with torch.no_grad():
+            logits = torch.cat([self.net(b) for b in images.split(SCORE_BATCH)])
+        return apply_calibration(logits.numpy(), self.card.calibration)
+
+    def says_fake(self, images: torch.Tensor) -> np.ndarray:
+        """The card's decision per image (P(fake) ≥ threshold)."""
+        return self.prob(images) >= self.card.threshold
+
+    @property
+    def offset(self) -> float:
+        """The raw logit margin Z_fake − Z_real at the card's threshold (0 for isotonic: argmax)."""
+        cal, thr = self.card.calibration, min(max(self.card.threshold, 1e-6), 1 - 1e-6)
+        logit = math.log(thr / (1 - thr))
+        if cal["type"] == "temperature":
+            return float(cal["temperature"]) * logit
+        return logit if cal["type"] == "none" else 0.0
+
+    def describe(self) -> dict[str, Any]:
+        """Identity of the checkpoint for the report."""
+        c = self.card
+        return {
+            "id": c.id,
+            "version": c.version,
+            "architecture": c.architecture,
+            "arch_kwargs": c.arch_kwargs,
+            "threshold": c.threshold,
+            "path": str(self.path),
+            "notes": c.notes,
+        }
+
+
+def adversarial(attack: Attack, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``attack`` over chunks of the batch, rounded to 8 bits as a decoded frame would be."""
+    parts = [
+        attack(x, y)
+        for x, y in zip(images.split(CALIBRATION_BATCH), labels.split(CALIBRATION_BATCH), strict=True)
+    ]
+    return quantize(torch.cat(parts)) if parts else images[:0]
+
+
+def _norms(adv: torch.Tensor, clean: torch.Tensor) -> dict[str, float]:
+    diff = (adv - clean).flatten(1)
+    return {"linf_mean": float(diff.abs().amax(dim=1).mean()), "l2_mean": float(diff.norm(dim=1).mean())}
+
+
+def _recall_row(target: Target, adv: torch.Tensor, clean: torch.Tensor) -> dict[str, Any]:
+    """Fake recall on perturbed fakes, with the same fakes' clean recall and the perturbation size."""
+    return {
+        "n": len(adv),
+        "fake_recall": float(target.says_fake(adv).mean()),
+        "clean_fake_recall": float(target.says_fake(clean).mean()),
+        **_norms(adv, clean),
+    }
+
+
+def detector_rows(
+    target: Target,
+    reals: torch.Tensor,
+    fakes: torch.Tensor,
+    cw_idx: torch.Tensor,
+    blackbox: dict[str, torch.Tensor],
+    cfg: RobustnessConfig,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The paper's rows for one detector, and its white-box adversarial fakes."""
+    p_real, p_fake = target.prob(reals), target.prob(fakes)
+    thr = target.card.threshold
+    probs = np.r_[p_real, p_fake]
+    labels = np.r_[np.zeros(len(p_real)), np.ones(len(p_fake))]
+    clean = {
+        "n_real": len(p_real),
+        "n_fake": len(p_fake),
+        "accuracy": float(((probs >= thr) == labels).mean()),
+        "auroc": auroc(probs, labels),
+        "fake_recall": float((p_fake >= thr).mean()),
+        "real_recall": float((p_real < thr).mean()),
+    }
+    ones = torch.ones(len(fakes), dtype=torch.long)
+    cw = CWL2(target.net, seed=cfg.seed, **cfg.cw)  # type: ignore[arg-type]
+    white = {
+        "fgsm": adversarial(FGSM(target.net, cfg.eps), fakes, ones),
+        "cw_l2": adversarial(cw, fakes[cw_idx], ones[cw_idx]),
+    }
+    rows: dict[str, Any] = {
+        "clean": clean,
+        "fgsm_whitebox": _recall_row(target, white["fgsm"], fakes),
+        "cw_l2_whitebox": _recall_row(target, white["cw_l2"], fakes[cw_idx]),
+    }
+    if "fgsm" in blackbox:
+        rows["fgsm_blackbox"] = _recall_row(target, blackbox["fgsm"], fakes)
+        rows["cw_l2_blackbox"] = _recall_row(target, blackbox["cw_l2"], fakes[cw_idx])
+    return rows, white
+
+
+def _scores(scorer: TamperScorer, net: nn.Module, images: torch.Tensor) -> np.ndarray:
+    """Tamper scores of a batch, ``CALIBRATION_BATCH`` crops per forward."""
+    parts = [scorer.score(net, b) for b in images.split(CALIBRATION_BATCH)]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def _attack_sets(
+    target: Target,
+    scorer: TamperScorer,
+    fakes: torch.Tensor,
+    cw_idx: torch.Tensor,
+    white: dict[str, torch.Tensor],
+    blackbox: dict[str, torch.Tensor],
+    cfg: RobustnessConfig,
+) -> dict[str, tuple[dict[str, Any], torch.Tensor, torch.Tensor]]:
+    """name → (description, adversarial fakes, the clean fakes they came from)."""
+    net, n = target.net, len(fakes)
+    ones, zeros = torch.ones(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)
+    sets: dict[str, tuple[dict[str, Any], torch.Tensor, torch.Tensor]] = {}
+    for eps in cfg.tamper_eps:
+        fgsm = white["fgsm"] if eps == cfg.eps else adversarial(FGSM(net, eps), fakes, ones)
+        sets[f"fgsm_{eps:g}"] = ({"attack": "FGSM", "eps": eps, "box": "white"}, fgsm, fakes)
+        pgd = PGD(net, eps, steps=cfg.pgd_steps, norm="linf", seed=cfg.seed)
+        sets[f"pgd_{eps:g}"] = (
+            {"attack": f"PGD-{cfg.pgd_steps} L∞", "eps": eps, "box": "white"},
+            adversarial(pgd, fakes, ones),
+            fakes,
+        )
+    sets["cw_l2_whitebox"] = ({"attack": "CW-L2", "eps": None, "box": "white"}, white["cw_l2"], fakes[cw_idx])
+    if "fgsm" in blackbox:
+        sets["fgsm_blackbox"] = ({"attack": "FGSM", "eps": cfg.eps, "box": "black"}, blackbox["fgsm"], fakes)
+        sets["cw_l2_blackbox"] = (
+            {"attack": "CW-L2", "eps": None, "box": "black"},
+            blackbox["cw_l2"],
+            fakes[cw_idx],
+        )
+    eot_idx = torch.tensor(evenly(range(n), int(cfg.eot["n"])), dtype=torch.long)
+    steps = int(cfg.eot["steps"])
+    eot = EOTPGD(
+        net,
+        cfg.eps,
+        2.5 * cfg.eps / steps,
+        steps,
+        samples=int(cfg.eot["samples"]),
+        targeted=True,
+        seed=cfg.seed,
+    )
+    sets["eot_pgd"] = (
+        {"attack": "EOT-PGD (Hussain transforms + JPEG)", "eps": cfg.eps, "box": "white"},
+        adversarial(eot, fakes[eot_idx], zeros[eot_idx]),
+        fakes[eot_idx],
+    )
+    ad_idx = torch.tensor(evenly(range(n), int(cfg.adaptive["n"])), dtype=torch.long)
+    steps = int(cfg.adaptive["steps"])
+    squeeze = EOTPGD(
+        net,
+        cfg.eps,
+        2.5 * cfg.eps / steps,
+        steps,
+        transforms=squeezer_transforms(scorer.config),
+        desired_prob=None,
+        targeted=True,
+        seed=cfg.seed,
+    )
+    sets["adaptive_eot_squeezers"] = (
+        {"attack": "adaptive: EOT-PGD through the squeezers (BPDA)", "eps": cfg.eps, "box": "white+defence"},
+        adversarial(squeeze, fakes[ad_idx], zeros[ad_idx]),
+        fakes[ad_idx],
+    )
+    aware = TamperAwarePGD(
+        net, scorer, cfg.eps, steps=steps, lam=float(cfg.adaptive["lam"]), offset=target.offset, seed=cfg.seed
+    )
+    sets["adaptive_tamper_pgd"] = (
+        {
+            "attack": "adaptive: PGD on detector loss + λ·tamper score (BPDA)",
+            "eps": cfg.eps,
+            "box": "white+defence",
+        },
+        adversarial(aware, fakes[ad_idx], zeros[ad_idx]),
+        fakes[ad_idx],
+    )
+    return sets
+
+
+def tamper_section(
+    target: Target,
+    scorer: TamperScorer,
+    reals: torch.Tensor,
+    fakes: torch.Tensor,
+    cw_idx: torch.Tensor,
+    white: dict[str, torch.Tensor],
+    blackbox: dict[str, torch.Tensor],
+    cfg: RobustnessConfig,
+) -> tuple[dict[str, Any], dict[str, tuple[torch.Tensor, np.ndarray]]]:
+    """Clean FPR and per-attack detection rates; and each attack's (adversarial fakes, fooled mask)."""
+    s_real, s_fake = _scores(scorer, target.net, reals), _scores(scorer, target.net, fakes)
+    s_clean = np.r_[s_real, s_fake]
+    thr = scorer.threshold
+    oracle = float(np.quantile(s_clean, 1 - scorer.target_fpr, method="higher"))
+    section: dict[str, Any] = {
+        "threshold": thr,
+        "target_fpr": scorer.target_fpr,
+        "method": scorer.method,
+        "features": list(scorer.feature_names),
+        "calibration_stats": scorer.stats,
+        "clean": {
+            "n": len(s_clean),
+            "fpr": float((s_clean > thr).mean()),
+            "fpr_real": float((s_real > thr).mean()),
+            "fpr_fake": float((s_fake > thr).mean()),
+            "oracle_threshold": oracle,
+            "oracle_fpr": float((s_clean > oracle).mean()),
+        },
+        "attacks": {},
+    }
+    pools: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
+    for name, (meta, adv, _src) in _attack_sets(target, scorer, fakes, cw_idx, white, blackbox, cfg).items():
+        t0 = time.perf_counter()
+        fooled = ~target.says_fake(adv)
+        s = _scores(scorer, target.net, adv)
+        flagged = s > thr
+        section["attacks"][name] = {
+            **meta,
+            "n": len(adv),
+            "fooled": float(fooled.mean()),
+            "tpr": float(flagged.mean()),
+            "tpr_oracle": float((s > oracle).mean()),
+            "tpr_fooled": float(flagged[fooled].mean()) if fooled.any() else None,
+            "evaded": float((fooled & ~flagged).mean()),
+            "score_seconds": round(time.perf_counter() - t0, 2),
+        }
+        pools[name] = (adv, fooled)
+    return section, pools
+
+
+def cost_section(
+    model_dir: str | Path, scorer: TamperScorer, crops: Sequence[np.ndarray], frames: int
+) -> dict[str, Any]:
+    """Per-frame cost of the tamper check vs the detector's, one face per frame, as ``score_frame``."""
+    det = Detector.load(model_dir, device="cpu")
+    pixel_model = det.pixel_model()
+    picked = evenly(crops, frames)
+    det_t, tam_t = [], []
+    for i, crop in enumerate([picked[0], *picked]):  # the first one warms up
+        t0 = time.perf_counter()
+        logits = det.logits([crop])
+        t1 = time.perf_counter()
+        pixels = torch.from_numpy(crop[None]).permute(0, 3, 1, 2).float().div_(255.0)
+        scorer.score(pixel_model, pixels, logits=torch.from_numpy(logits))
+        t2 = time.perf_counter()
+        if i:
+            det_t.append(t1 - t0)
+            tam_t.append(t2 - t1)
+    d, t = float(np.median(det_t)), float(np.median(tam_t))
+    return {
+        "frames": len(det_t),
+        "detector_ms": round(d * 1e3, 2),
+        "tamper_ms": round(t * 1e3, 2),
+        "ratio": round(t / d, 2),
+        "ratio_of_means": round(float(np.mean(tam_t) / np.mean(det_t)), 2),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _pick_fooled(pools: dict[str, tuple[torch.Tensor, np.ndarray]], n: int) -> list[tuple[str, int]]:
+    """Up to ``n`` (attack, index) pairs of fooled fakes, taken round-robin over the attacks."""
+    queues = {k: [int(i) for i in np.flatnonzero(fooled)] for k, (_, fooled) in pools.items()}
+    queues = {k: evenly(q, n) for k, q in queues.items() if q}
+    out: list[tuple[str, int]] = []
+    while len(out) < n and any(queues.values()):
+        for k, q in queues.items():
+            if q and len(out) < n:
+                out.append((k, q.pop(0)))
+    return out
+
+
+def purification_section(
+    target: Target,
+    reals: torch.Tensor,
+    fakes: torch.Tensor,
+    pools: dict[str, tuple[torch.Tensor, np.ndarray]],
+    cfg: RobustnessConfig,
+) -> dict[str, Any]:
+    """DIP-purify fooled fakes and as many other crops; how many each group gets right afterwards."""
+    fooled = _pick_fooled(pools, cfg.purify_n)
+    n_real = cfg.purify_n // 2
+    right_fakes = np.flatnonzero(target.says_fake(fakes))
+    not_fooled = [(k, int(i)) for k, (_, f) in pools.items() for i in np.flatnonzero(~f)]
+    other_fakes = [("clean", int(i)) for i in evenly(right_fakes, (cfg.purify_n - n_real + 1) // 2)]
+    other_fakes += evenly(not_fooled, cfg.purify_n - n_real - len(other_fakes))
+    images = [pools[k][0][i] for k, i in fooled]
+    images += [reals[int(i)] for i in evenly(range(len(reals)), n_real)]
+    n_other_real = len(images) - len(fooled)
+    images += [fakes[i] if k == "clean" else pools[k][0][i] for k, i in other_fakes]
+    if not images:
+        return {"skipped": "nothing to purify"}
+    batch = torch.stack(images)
+    labels = np.r_[np.ones(len(fooled)), np.zeros(n_other_real), np.ones(len(other_fakes))].astype(bool)
+    config = purifier_config(cfg.purifier)
+    result = Purifier(config).purify(batch)
+    after = target.says_fake(quantize(result.images))
+    right = after == labels
+    k = len(fooled)
+    others = right[k:]
+    by_attack: dict[str, list[int]] = {}
+    for (name, _), ok in zip(fooled, after[:k], strict=True):
+        by_attack.setdefault(name, []).append(int(ok))
+    return {
+        "preset": cfg.purifier,
+        "config_version": config.version(),
+        "n_fooled": k,
+        "restored": int(after[:k].sum()),
+        "restore_rate": float(after[:k].mean()) if k else None,
+        "n_other": len(others),
+        "n_other_real": n_other_real,
+        "retained": int(others.sum()),
+        "retain_rate": float(others.mean()) if len(others) else None,
+        "retain_real": float(right[k : k + n_other_real].mean()) if n_other_real else None,
+        "retain_fake": float(right[k + n_other_real :].mean()) if len(other_fakes) else None,
+        "accuracy": float(right.mean()),
+        "restore_by_attack": {name: float(np.mean(v)) for name, v in by_attack.items()},
+        "seconds_per_crop": round(result.seconds / len(batch), 2),
+        "iterations": int(np.median(result.iterations)),
+    }
+
+
+def trained_model(name: str, cfg: RobustnessConfig, **overrides: Any) -> Target:
+    """A quick detector trained on ``cfg.train_data`` (reused when an earlier run left the same one)."""
+    from server.vision.train import TrainConfig, train
+
+    out = Path(cfg.out) / "models" / name
+    train_cfg = TrainConfig(
+        data=cfg.train_data,
+        out=out,
+        arch="unmask_tiny",
+        epochs=TRAIN_EPOCHS,
+        max_steps=cfg.train_steps,
+        sbi_ratio=TRAIN_SBI_RATIO,
+        seed=cfg.seed,
+        threads=cfg.threads,
+        progress=False,
+        model_id=f"eval-{name}",
+        demo=True,
+        lipschitz_batch=LIPSCHITZ_BATCH,
+        notes=f"trained by unmask eval-robustness ({name})",
+        **overrides,
+    )
+    metrics = out / "metrics.json"
+    if metrics.is_file() and json.loads(metrics.read_text()).get("config") == json.loads(
+        json.dumps(train_cfg.to_dict())
+    ):
+        return Target.load(name, out)
+    shutil.rmtree(out, ignore_errors=True)
+    train(train_cfg)
+    return Target.load(name, out)
