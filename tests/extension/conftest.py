@@ -80,7 +80,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: while Playwright's sync API is open it keeps an event loop marked
+# running on the main thread, and every later asyncio.run() in the session would fail.
+@pytest.fixture(scope="package")
 def playwright_api():
     """Playwright's sync API, or a failure that says how to install what is missing."""
     if not Path(CHROMIUM).is_file():
