@@ -115,13 +115,20 @@ def run_worker(settings: Settings, concurrency: int = 1, pool: str = "prefork") 
     """Run a worker in the foreground until it exits or this process is interrupted; its exit code."""
     proc = start_worker(settings, concurrency=concurrency, pool=pool)
 
+    forwarded: list[int] = []
+
     def forward(signum: int, _frame: Any) -> None:
+        forwarded.append(signum)
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return proc.wait()
+        rc = proc.wait()
+        # A stop signal that reached the worker before Celery installed its handlers ends it by
+        # the signal itself: that is still the stop that was asked for (acks_late redelivers any
+        # task it held), not a crash.
+        return 0 if forwarded and rc == -forwarded[-1] else rc
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
