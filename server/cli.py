@@ -279,10 +279,11 @@ def build_parser(
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``unmask`` command."""
     from server.cli_ml import register as register_ml
+    from server.cli_robust import register as register_robust
     from server.cli_tokens import register as register_tokens
     from server.doctor import register_doctor
 
-    args = build_parser([register_ml, register_tokens, register_doctor]).parse_args(argv)
+    args = build_parser([register_ml, register_robust, register_tokens, register_doctor]).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except UnmaskError as exc:

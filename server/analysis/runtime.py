@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from server.robust.tamper.score import TAMPER_FILENAME, TamperScorer
+from server.robust.tamper.score import TamperScorer
 from server.vision.batcher import InferenceBatcher
 from server.vision.detector import Detector
 from server.vision.faces import FaceDetector, create_face_detector
@@ -37,10 +37,10 @@ class Runtime:
         if threads > 0:
             torch.set_num_threads(threads)
         detector = Detector.load(model_dir, device=device)
-        tamper_path = Path(model_dir) / TAMPER_FILENAME
-        # The tamper calibration belongs to one detector; without one, frames get no tamper score
-        # (and the verdict says so through tamper.threshold = null).
-        tamper = TamperScorer.load(tamper_path) if tamper_path.exists() else None
+        # The tamper calibration belongs to one detector's weights; without one (or with one fitted
+        # on other weights: ignored with a warning), frames get no tamper score (and the verdict
+        # says so through tamper.threshold = null).
+        tamper = TamperScorer.load_for(model_dir, detector.card.weights_sha256)
         runtime = cls(
             detector=detector,
             face_detector_name=face_detector,

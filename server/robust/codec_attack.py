@@ -36,8 +36,8 @@ EOT_SAMPLES = 4
 # Aim this far past the decision boundary (raw logits), so the encode does not undo it.
 KAPPA = 3.0
 # Face-box jitter the transforms cover: the face is found again on the decoded frame.
-SHIFT_PX = 3
-SCALE_JITTER = (0.94, 1.06)
+SHIFT_PX = 5
+SCALE_JITTER = (0.92, 1.08)
 # x264 quality of published adversarial video: 14 is visually lossless.
 DEFAULT_CRF = 14
 # Crops attacked together by ``codec_robust_crops`` (each step runs EOT_SAMPLES copies of each).

@@ -30,6 +30,9 @@ from server.vision.evaluate import auroc
 if TYPE_CHECKING:
     from server.robust.evaluate import RobustnessConfig
 
+# False-positive rate at which "TPR @ 5 % FPR" re-reads the tamper threshold from held-out clean
+# crops (issue #4: ≥ 95 % TPR at ≤ 5 % FPR), whatever rate the calibration targets.
+REPORT_FPR = 0.05
 # Forward passes are batched this large when only scoring (no autograd, small crops).
 SCORE_BATCH = 128
 # Self-blended pseudo-fakes per real crop when training a substitute / Lipschitz detector,
@@ -246,12 +249,15 @@ def tamper_section(
     white: dict[str, torch.Tensor],
     blackbox: dict[str, torch.Tensor],
     cfg: RobustnessConfig,
+    groups: Sequence[str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, tuple[torch.Tensor, np.ndarray]]]:
-    """Clean FPR and per-attack detection rates; and each attack's (adversarial fakes, fooled mask)."""
+    """Clean FPR (per crop and, with ``groups``, per video) and per-attack detection rates;
+    and each attack's (adversarial fakes, fooled mask)."""
     s_real, s_fake = _scores(scorer, target.net, reals), _scores(scorer, target.net, fakes)
     s_clean = np.r_[s_real, s_fake]
     thr = scorer.threshold
-    oracle = float(np.quantile(s_clean, 1 - scorer.target_fpr, method="higher"))
+    # The issue's operating point: the threshold that flags REPORT_FPR of these (held-out) clean crops.
+    oracle = float(np.quantile(s_clean, 1 - REPORT_FPR, method="higher"))
     section: dict[str, Any] = {
         "threshold": thr,
         "target_fpr": scorer.target_fpr,
@@ -263,11 +269,14 @@ def tamper_section(
             "fpr": float((s_clean > thr).mean()),
             "fpr_real": float((s_real > thr).mean()),
             "fpr_fake": float((s_fake > thr).mean()),
+            "oracle_target_fpr": REPORT_FPR,
             "oracle_threshold": oracle,
             "oracle_fpr": float((s_clean > oracle).mean()),
         },
         "attacks": {},
     }
+    if groups is not None:
+        section["clean"]["videos"] = _video_alarms(s_clean > thr, groups)
     pools: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
     for name, (meta, adv, _src) in _attack_sets(target, scorer, fakes, cw_idx, white, blackbox, cfg).items():
         t0 = time.perf_counter()
@@ -286,6 +295,21 @@ def tamper_section(
         }
         pools[name] = (adv, fooled)
     return section, pools
+
+
+def _video_alarms(flagged: np.ndarray, groups: Sequence[str]) -> dict[str, Any]:
+    """How many clean videos would carry at least one / two flagged crops (a "tampered" verdict
+    needs one suspicious frame)."""
+    per: dict[str, int] = {}
+    for g, f in zip(groups, flagged, strict=True):
+        per[g] = per.get(g, 0) + int(f)
+    n = len(per)
+    return {
+        "n": n,
+        "with_1_flag": sum(v >= 1 for v in per.values()) / n if n else None,
+        "with_2_flags": sum(v >= 2 for v in per.values()) / n if n else None,
+        "crops_per_video": round(len(groups) / n, 1) if n else None,
+    }
 
 
 def cost_section(
@@ -351,7 +375,7 @@ def purification_section(
         return {"skipped": "nothing to purify"}
     batch = torch.stack(images)
     labels = np.r_[np.ones(len(fooled)), np.zeros(n_other_real), np.ones(len(other_fakes))].astype(bool)
-    config = purifier_config(cfg.purifier)
+    config = purifier_config(cfg.purifier, iterations=cfg.purifier_iterations)
     result = Purifier(config).purify(batch)
     after = target.says_fake(quantize(result.images))
     right = after == labels

@@ -26,7 +26,7 @@ import torch
 
 from server.errors import ConfigError
 from server.robust.attacks import CWL2, FGSM, PAPER_EPS
-from server.robust.calibrate import evenly, load_crops, to_tensor
+from server.robust.calibrate import crops_of, evenly, to_tensor
 from server.robust.eval_parts import (
     Target,
     adversarial,
@@ -38,6 +38,7 @@ from server.robust.eval_parts import (
 )
 from server.robust.report import write_report
 from server.robust.tamper.score import CALIBRATION_EPS, TAMPER_FILENAME, TamperScorer
+from server.vision.datasets import CROP_MARGIN, load_items
 
 Log = Callable[[str], None]
 
@@ -86,6 +87,7 @@ class RobustnessConfig:
     adaptive: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_ADAPTIVE))
     purify_n: int = DEFAULT_PURIFY_N
     purifier: str = "cpu"
+    purifier_iterations: int = 0  # 0: the preset's own budget
     train_steps: int = DEFAULT_TRAIN_STEPS
     lipschitz_lambda: float = DEFAULT_LIPSCHITZ_LAMBDA
     cost_frames: int = DEFAULT_COST_FRAMES
@@ -166,14 +168,19 @@ def evaluate_robustness(cfg: RobustnessConfig, log: Log = _stderr) -> dict[str, 
         log(f"  {name}: {seconds[name]} s")
 
     default = Target.load("default", cfg.model_dir)
-    tamper_path = Path(cfg.model_dir) / TAMPER_FILENAME
-    scorer = TamperScorer.load(tamper_path) if tamper_path.is_file() else None
+    # None also when tamper.json was fitted on other weights (as the server does).
+    scorer = TamperScorer.load_for(cfg.model_dir, default.card.weights_sha256)
     t0 = time.perf_counter()
     log(f"face crops of {cfg.data} (every {cfg.every} frames)")
-    real, fake = load_crops(
-        cfg.data, tuple(default.card.input_size), every=cfg.every, max_per_class=cfg.per_class
-    )
     size = tuple(default.card.input_size)
+    items = load_items(cfg.data, size=size, every=cfg.every, margin=CROP_MARGIN)
+    picked = {
+        label: evenly([it for it in items if (it.label != 0) == label], cfg.per_class) for label in (0, 1)
+    }
+    real, fake = crops_of([*picked[0], *picked[1]])
+    groups = [it.group for it in picked[0]] + [it.group for it in picked[1]]
+    if not real or not fake:
+        raise ConfigError(f"{cfg.data} needs face crops of both real and fake videos", path=str(cfg.data))
     reals, fakes = to_tensor(real, size), to_tensor(fake, size)
     stage("data", t0)
 
@@ -212,12 +219,14 @@ def evaluate_robustness(cfg: RobustnessConfig, log: Log = _stderr) -> dict[str, 
         "detectors": detectors,
     }
     if scorer is None:
-        result["tamper"] = {"skipped": f"no {TAMPER_FILENAME} in {cfg.model_dir} (run `unmask tamper fit`)"}
+        result["tamper"] = {
+            "skipped": f"no {TAMPER_FILENAME} for these weights in {cfg.model_dir} (run `unmask tamper fit`)"
+        }
     else:
         t0 = time.perf_counter()
         log("tamper check: attacks, adaptive attacks, detection rates")
         result["tamper"], pools = tamper_section(
-            default, scorer, reals, fakes, cw_idx, whitebox["default"], blackbox, cfg
+            default, scorer, reals, fakes, cw_idx, whitebox["default"], blackbox, cfg, groups=groups
         )
         stage("tamper", t0)
         t0 = time.perf_counter()

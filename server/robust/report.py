@@ -91,16 +91,29 @@ def detector_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _video_line(v: dict[str, Any] | None) -> list[str]:
+    if not v:
+        return []
+    return [
+        "",
+        f"Per video: {_pct(v['with_1_flag'])} % of the {v['n']} clean videos have at least one flagged crop "
+        f"and {_pct(v['with_2_flags'])} % at least two ({v['crops_per_video']} crops per video here; the "
+        "service samples 2 frames/s and calls a video tampered on one suspicious frame).",
+    ]
+
+
 def tamper_table(tamper: dict[str, Any]) -> list[str]:
     """Detection rate of the tamper check per attack."""
     c = tamper["clean"]
     lines = [
-        f"Threshold {tamper['threshold']:.4f} (calibrated for FPR ≤ {tamper['target_fpr']:.0%}); "
+        f"Operating threshold {tamper['threshold']:.4f} (`tamper.json`, fitted on other videos for a "
+        f"per-frame FPR ≤ {tamper['target_fpr']:.0%}); "
         f"on these clean crops FPR = {_pct(c['fpr'])} % (reals {_pct(c['fpr_real'])} %, "
         f'fakes {_pct(c["fpr_fake"])} %, n = {c["n"]}). "TPR @ 5 % FPR here" re-reads the threshold '
         f"from these clean crops (FPR {_pct(c['oracle_fpr'])} %).",
+        *_video_line(c.get("videos")),
         "",
-        "| attack | box | ε | n | detector fooled | TPR (calibrated) | TPR @ 5 % FPR here | "
+        "| attack | box | ε | n | detector fooled | TPR (operating threshold) | TPR @ 5 % FPR here | "
         "TPR among fooled | evaded (fooled and not flagged) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]

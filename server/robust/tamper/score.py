@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from server.errors import CheckpointError
 from server.robust.attacks.fgsm import FGSM
 from server.robust.attacks.pgd import PGD
 from server.robust.tamper.checks import FEATURE_SIGNS, CheckConfig, tamper_features
+
+_LOGGER = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 # The calibration is stored beside the detector's model card, one per detector version.
@@ -284,6 +287,30 @@ class TamperScorer:
         if not isinstance(data, dict):
             raise CheckpointError(f"invalid tamper calibration {path}: not a JSON object")
         return cls.from_dict(data)
+
+    @classmethod
+    def load_for(cls, model_dir: str | Path, weights_sha256: str) -> TamperScorer | None:
+        """``<model_dir>/tamper.json`` if it was fitted on these detector weights, else None.
+
+        A calibration records the sha256 of the weights it was fitted against; one fitted on other
+        weights (a retrained detector, a stale file) would flag the wrong frames, so it is ignored
+        with a warning and frames get no tamper score until ``unmask tamper fit`` is run again.
+        A calibration without the record (written by hand) is trusted as before.
+        """
+        path = Path(model_dir) / TAMPER_FILENAME
+        if not path.exists():
+            return None
+        scorer = cls.load(path)
+        fitted_on = scorer.stats.get("weights_sha256")
+        if fitted_on and weights_sha256 and fitted_on != weights_sha256:
+            _LOGGER.warning(
+                "ignoring %s: fitted on detector weights %s…, these are %s…; run `unmask tamper fit`",
+                path,
+                str(fitted_on)[:12],
+                weights_sha256[:12],
+            )
+            return None
+        return scorer
 
     def _standardise(self, features: np.ndarray) -> np.ndarray:
         """z-scores against the clean calibration frames."""

@@ -13,13 +13,13 @@ from skimage import data
 
 from server.cli import build_parser
 from server.cli_robust import register
-from server.robust.calibrate import attack_in_chunks, evenly, fit_tamper, load_crops, to_tensor
+from server.robust.calibrate import evenly, fit_tamper, load_crops, mixed_attacks, to_tensor
 from server.robust.tamper import TAMPER_FILENAME, TamperScorer
 from server.vision.datasets import write_rgb
 from server.vision.detector import Detector
 
-# One ε and two PGD steps: the fit's plumbing, not its accuracy, at a tenth of the cost.
-FAST = {"eps_values": (0.02,), "pgd_steps": 2}
+# One ε, two PGD steps, four codec crops: the fit's plumbing, not its accuracy, at a tenth of the cost.
+FAST = {"eps_values": (0.02,), "pgd_steps": 2, "codec_max": 4, "codec_steps": 2}
 
 
 def face_crops(n: int, seed: int, fake: bool = False) -> list[np.ndarray]:
@@ -52,10 +52,11 @@ def test_fit_tamper_writes_a_loadable_calibration_beside_the_card(model_dir: Pat
     loaded = TamperScorer.load(path)
     assert loaded.threshold == scorer.threshold and loaded.method == "logistic"
     stats = loaded.stats
-    assert stats["n_real"] == stats["n_fake"] == 10 and stats["n_clean"] == 20
-    assert stats["n_attacked"] == 40  # FGSM + PGD at one ε
+    assert stats["n_real"] == stats["n_fake"] == 10
+    assert stats["n_clean"] == 24 and stats["n_attacked"] == 24  # + 4 encoded clean / 4 codec-robust
     assert stats["detector"] == "test-tiny@0.0.1" and stats["eps"] == [0.02]
-    assert stats["clean_fpr"] <= 0.1  # out-of-fold, 20 clean frames: at most 1-2 above
+    assert set(stats["family_tpr"]) == {"paper", "codec"}
+    assert stats["clean_fpr"] <= 0.1  # out-of-fold, 24 clean frames: at most 1-2 above
 
 
 def test_fit_tamper_without_save_leaves_the_model_dir_alone(model_dir: Path) -> None:
@@ -63,14 +64,15 @@ def test_fit_tamper_without_save_leaves_the_model_dir_alone(model_dir: Path) -> 
     assert not (model_dir / TAMPER_FILENAME).exists()
 
 
-def test_calibration_attacks_are_8_bit_and_within_budget(tiny_checkpoint: Path) -> None:
+def test_mixed_attacks_give_one_8_bit_copy_per_crop_within_its_budget(tiny_checkpoint: Path) -> None:
     net = Detector.load(tiny_checkpoint, device="cpu").pixel_model()
-    clean = to_tensor(face_crops(5, 4), (128, 128))
-    adv = attack_in_chunks(net, clean, torch.ones(5, dtype=torch.long), (0.01, 0.03), pgd_steps=2, batch=2)
-    assert adv.shape == (20, 3, 128, 128)
+    clean = to_tensor(face_crops(8, 4), (128, 128))
+    adv = mixed_attacks(net, clean, torch.ones(8, dtype=torch.long), (0.01, 0.03), pgd_steps=2)
+    assert adv.shape == clean.shape
     assert torch.equal(adv, (adv * 255).round() / 255)
-    linf = (adv.reshape(4, 5, -1) - clean.reshape(1, 5, -1)).abs().amax(dim=2)
-    assert (linf[:2] <= 0.01 + 1 / 255).all() and (linf[2:] <= 0.03 + 1 / 255).all()
+    linf = (adv - clean).flatten(1).abs().amax(dim=1)
+    budget = torch.tensor([0.01, 0.01, 0.03, 0.03] * 2)  # FGSM ε₁, PGD ε₁, FGSM ε₂, PGD ε₂, again
+    assert (linf <= budget + 1 / 255).all() and (linf > 0).all()
 
 
 def test_load_crops_reads_an_image_folder_and_caps_each_class(tmp_path: Path) -> None:
@@ -97,6 +99,8 @@ def test_cli_tamper_fit(model_dir: Path, tmp_path: Path, monkeypatch: pytest.Mon
             write_rgb(tmp_path / "crops" / label / f"v{i}__f00000.png", c)
     monkeypatch.setattr(calibrate, "CALIBRATION_PGD_STEPS", FAST["pgd_steps"])
     monkeypatch.setattr(calibrate, "FIT_EPS", FAST["eps_values"])
+    monkeypatch.setattr(calibrate, "CODEC_MAX_CROPS", FAST["codec_max"])
+    monkeypatch.setattr(calibrate, "CODEC_STEPS", FAST["codec_steps"])
     args = build_parser([register]).parse_args(
         ["tamper", "fit", "--model-dir", str(model_dir), "--data", str(tmp_path / "crops")]
     )

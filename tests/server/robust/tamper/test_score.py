@@ -102,6 +102,19 @@ def test_load_rejects_unreadable_files(tmp_path):
         TamperScorer.load(tmp_path / "missing.json")
 
 
+def test_load_for_ignores_a_calibration_of_other_weights(fitted, tmp_path, caplog):
+    ours, other = "a" * 64, "b" * 64
+    assert TamperScorer.load_for(tmp_path, ours) is None  # no tamper.json
+    mine = TamperScorer.from_dict(fitted.to_dict())
+    mine.stats["weights_sha256"] = ours
+    mine.save(tmp_path / TAMPER_FILENAME)
+    loaded = TamperScorer.load_for(tmp_path, ours)
+    assert loaded is not None and loaded.threshold == fitted.threshold
+    with caplog.at_level("WARNING"):
+        assert TamperScorer.load_for(tmp_path, other) is None
+    assert "unmask tamper fit" in caplog.text
+
+
 def test_unfitted_scorer_refuses_to_score():
     with pytest.raises(CheckpointError):
         TamperScorer().score_features(np.zeros((1, N_FEATURES)))
