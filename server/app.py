@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ from aiohttp import web
 from server import limits
 from server.analysis.runtime import Runtime
 from server.api import setup_routes
+from server.api.url_checks import resume_url_check
 from server.auth_middleware import auth_middleware, body_limit_middleware
 from server.db.engine import create_engine, session_factory
 from server.jobs import JobManager
@@ -120,7 +122,8 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
         settings, app[sessions_key], app[runtime_key], app[executor_key], purifier, metrics=metrics
     )
     app[jobs_key] = jobs
-    await recover(jobs, app[sessions_key], settings.data_dir, settings.instance_id)
+    refetch = functools.partial(resume_url_check, app)
+    await recover(jobs, app[sessions_key], settings.data_dir, settings.instance_id, refetch=refetch)
     yield
     await jobs.close()
 

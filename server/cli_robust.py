@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from pathlib import Path
 
 DEFAULT_MODEL_DIR = Path("models/default")
@@ -37,13 +39,24 @@ def cmd_tamper_fit(args: argparse.Namespace) -> int:
 
 def cmd_eval_robustness(args: argparse.Namespace) -> int:
     """Run the paper's robustness table for a detector on a sample folder."""
+    from server.errors import ConfigError
     from server.robust.evaluate import RobustnessConfig, check_config, evaluate_robustness
 
+    data, train_data = args.data, args.train_data
+    if args.samples is not None:
+        from server.robust.prepare import prepare
+
+        torch_threads(args.threads)
+        prepared = prepare(args.samples, args.model_dir, refit_tamper=args.refit_tamper, log=_log)
+        data = data or prepared.test_videos
+        train_data = train_data or prepared.train_crops
+    if data is None:
+        raise ConfigError("eval-robustness needs --data (a held-out sample folder) or --samples DIR")
     paths = {
-        "data": args.data,
+        "data": data,
         "model_dir": args.model_dir,
         "out": args.out,
-        "train_data": args.train_data,
+        "train_data": train_data,
         "substitute_dir": args.substitute,
         "lipschitz_dir": args.lipschitz,
     }
@@ -60,12 +73,23 @@ def cmd_eval_robustness(args: argparse.Namespace) -> int:
     else:
         cfg = RobustnessConfig(**paths, **extra)
     check_config(cfg)
-    result = evaluate_robustness(cfg)
+    result = evaluate_robustness(cfg, command=shlex.join(["unmask", *sys.argv[1:]]), doc=args.doc)
     if args.json:
         print(json.dumps(result, indent=2, default=float))
     else:
         print(Path(result["files"]["markdown"]).read_text())
     return 0
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def torch_threads(threads: int | None) -> None:
+    """Limit torch's threads before the first heavy call (the evaluation sets them again)."""
+    import torch
+
+    torch.set_num_threads(threads or 1)
 
 
 def cmd_adversarial_video(args: argparse.Namespace) -> int:
@@ -114,8 +138,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("eval-robustness", help="the paper's robustness table (attacks, tamper check, DIP)")
     p.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
-    p.add_argument("--data", type=Path, required=True, help="held-out sample folder (real/ and fake/ videos)")
+    p.add_argument("--data", type=Path, help="held-out sample folder (real/ and fake/ videos)")
+    p.add_argument(
+        "--samples",
+        type=Path,
+        help="make (once) and use the default detector's sample sets in this folder: the held-out test "
+        "videos as --data, training crops as --train-data; fits tamper.json on the training crops when "
+        "the model has none for its weights",
+    )
+    p.add_argument("--refit-tamper", action="store_true", help="with --samples: fit tamper.json again")
     p.add_argument("--out", type=Path, default=Path("runs/robustness"))
+    p.add_argument(
+        "--doc", type=Path, help="also write the report into this markdown file (between its markers)"
+    )
     p.add_argument(
         "--train-data", type=Path, help="training crops: substitute / Lipschitz models are trained on it"
     )

@@ -29,6 +29,7 @@ from server.analysis.runtime import Runtime
 from server.analysis.sequential import SequentialTest
 from server.analysis.verdict import aggregate
 from server.db import cache, repo
+from server.db.engine import retry_db
 from server.db.models import CheckStatus
 from server.db.thumbnails import ThumbnailItem, save_thumbnails
 from server.errors import Conflict, MediaLimitExceeded, NotFound, UnmaskError
@@ -143,6 +144,8 @@ class JobManager:
         self.jobs: dict[str, Job] = {}
         # Canonical URL → the check id being created for it (single flight within this process).
         self.url_claims: dict[str, asyncio.Future[str]] = {}
+        # Start-up recovery that has not become a job yet (a URL check being fetched again).
+        self.resuming: set[asyncio.Task[None]] = set()
         self.model_ref = cache.model_ref(runtime.detector.card)
         self.cache_ttl = timedelta(seconds=settings.cache_ttl_s)
         if settings.decode_sandbox:
@@ -271,7 +274,7 @@ class JobManager:
                     "suspicious": sum(1 for r in results if r.purify_status is not None or r.crops),
                 },
             )
-            await repo.update_check(self.sessions, job.id, status=CheckStatus.PURIFYING)
+            await retry_db(lambda: repo.update_check(self.sessions, job.id, status=CheckStatus.PURIFYING))
             await asyncio.gather(*job.purify_tasks, return_exceptions=True)
             purify_s = time.perf_counter() - t0
         verdict = aggregate(
@@ -286,7 +289,7 @@ class JobManager:
         verdict["check_id"] = job.id
         verdict["keys"] = await self._store_keys(job, job.id, results)
         await self._save_thumbnails(job, results)
-        await repo.finish_check(self.sessions, job.id, verdict)
+        await retry_db(lambda: repo.finish_check(self.sessions, job.id, verdict), what=f"check {job.id}")
         job.verdict = verdict
         job.status = CheckStatus.DONE
         job.publish("verdict", verdict)
@@ -408,10 +411,13 @@ class JobManager:
     def _on_running(self, job: Job) -> None:
         job.status = CheckStatus.RUNNING
         job.publish("progress", {"status": CheckStatus.RUNNING, "frames": 0})
+        started_at = datetime.now(UTC)
         self._spawn(
             job,
-            repo.update_check(
-                self.sessions, job.id, status=CheckStatus.RUNNING, started_at=datetime.now(UTC)
+            retry_db(
+                lambda: repo.update_check(
+                    self.sessions, job.id, status=CheckStatus.RUNNING, started_at=started_at
+                )
             ),
         )
 
@@ -419,7 +425,8 @@ class JobManager:
         job.info = info
         job.opened.set()
         job.publish("progress", {"status": job.status, "frames": 0, "media": media_dict(info)})
-        self._spawn(job, repo.update_check(self.sessions, job.id, media=media_dict(info)))
+        media = media_dict(info)
+        self._spawn(job, retry_db(lambda: repo.update_check(self.sessions, job.id, media=media)))
 
     def _on_frame(self, job: Job, result: FrameResult) -> None:
         if job.first_frame_s is None:
@@ -485,8 +492,14 @@ class JobManager:
                     f.purify_status, f.purify_error = "failed", f"purification error ({type(exc).__name__})"
         await self._flush(job)
         for f in frames:
-            await repo.update_frame(
-                self.sessions, job.id, f.index, purified_score=f.purified_score, purify_status=f.purify_status
+            await retry_db(
+                lambda f=f: repo.update_frame(
+                    self.sessions,
+                    job.id,
+                    f.index,
+                    purified_score=f.purified_score,
+                    purify_status=f.purify_status,
+                )
             )
             job.publish(
                 "purified",
@@ -516,7 +529,9 @@ class JobManager:
         keys = job.keys() if job.keys is not None else []
         hashes = [(r.index, r.t, r.phash) for r in results if r.phash is not None] if target == job.id else []
         try:
-            return await cache.store(self.sessions, target, self.model_ref, keys, hashes, self.cache_ttl)
+            return await retry_db(
+                lambda: cache.store(self.sessions, target, self.model_ref, keys, hashes, self.cache_ttl)
+            )
         except Exception:  # the verdict matters more than its cache entry
             _LOGGER.exception("check %s: could not store cache keys", job.id)
             return []
@@ -529,7 +544,7 @@ class JobManager:
         verdict = hit.as_verdict()
         verdict["check_id"] = job.id
         verdict["keys"] = await self._store_keys(job, hit.check_id, job.results)
-        await repo.finish_check(self.sessions, job.id, verdict)
+        await retry_db(lambda: repo.finish_check(self.sessions, job.id, verdict), what=f"check {job.id}")
         job.verdict = verdict
         job.status = CheckStatus.DONE
         job.publish("verdict", verdict)
@@ -538,7 +553,8 @@ class JobManager:
     async def _flush(self, job: Job) -> None:
         batch, job.pending_frames = job.pending_frames, []
         if batch:
-            await repo.add_frames(self.sessions, job.id, (r.to_row() for r in batch))
+            rows = [r.to_row() for r in batch]
+            await retry_db(lambda: repo.add_frames(self.sessions, job.id, rows), what=f"check {job.id}")
 
     async def _flush_loop(self, job: Job) -> None:
         while not job.flush_stop.is_set():
@@ -573,7 +589,9 @@ class JobManager:
         with contextlib.suppress(Exception):
             await self._flush(job)
         try:
-            await repo.fail_check(self.sessions, job.id, code, message)
+            await retry_db(
+                lambda: repo.fail_check(self.sessions, job.id, code, message), what=f"check {job.id}"
+            )
         except Exception:  # the database itself may be what failed; the log keeps the reason
             _LOGGER.exception("check %s: could not record the failure", job.id)
         job.publish("error", {"code": code, "message": message})
@@ -644,6 +662,9 @@ class JobManager:
 
     async def close(self) -> None:
         """Stop every running job and record it as interrupted."""
+        for task in list(self.resuming):  # a URL not yet re-opened stays queued for the next start
+            task.cancel()
+        await asyncio.gather(*self.resuming, return_exceptions=True)
         for job in list(self.jobs.values()):
             job.stop.set()
             job.frames_final.set()  # frames checks end now with the frames they have

@@ -6,8 +6,11 @@ the server died mid-check. At start, for this instance's active checks:
 * an upload whose spool file survived complete (its size is the recorded ``size_bytes``) is
   analysed again from that file (its partial frames are dropped first, so it ends with one
   clean set of frames and one verdict);
+* a URL check is fetched again from its stored (canonical) URL under the same id, in the
+  background so that start-up does not wait on the upstream; if the URL now fails, the check
+  fails with that reason;
 * a frames check (client-captured frames) is finalised with the frames already stored;
-* anything else (a URL fetch, an upload cut off mid-way) fails with an explicit message.
+* anything else (an upload cut off mid-way) fails with an explicit message.
 
 Upload spools are named by check id (``spool_path``) once the check exists, so they can be
 found here; the ones no active check claims are deleted.
@@ -15,9 +18,11 @@ found here; the ones no active check claims are deleted.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from sqlalchemy import delete, select, update
@@ -32,6 +37,9 @@ _LOGGER = logging.getLogger(__name__)
 
 SPOOL_SUFFIX = ".upload"
 
+# Fetches a URL check again and starts its job (server.api.url_checks.resume_url_check).
+Refetch = Callable[[Check], Awaitable[None]]
+
 
 def spool_dir(data_dir: Path) -> Path:
     """Where upload spools live (the same folder as the anonymous ``.part`` spools)."""
@@ -44,20 +52,27 @@ def spool_path(data_dir: Path, check_id: str) -> Path:
 
 
 async def recover(
-    jobs: JobManager, sessions: async_sessionmaker, data_dir: Path, owner: str
+    jobs: JobManager,
+    sessions: async_sessionmaker,
+    data_dir: Path,
+    owner: str,
+    refetch: Refetch | None = None,
 ) -> dict[str, int]:
-    """Re-run, finalise or fail every active check of ``owner``; counts by outcome."""
+    """Re-run, re-fetch, finalise or fail every active check of ``owner``; counts by outcome.
+
+    Without ``refetch`` URL checks fail with an explicit message instead of being fetched again.
+    """
     async with sessions() as s:
         checks = list(
             (await s.execute(select(Check).where(Check.status.in_(CheckStatus.ACTIVE), Check.owner == owner)))
             .scalars()
             .all()
         )
-    counts = {"rerun": 0, "finalised": 0, "failed": 0}
+    counts = {"rerun": 0, "refetched": 0, "finalised": 0, "failed": 0}
     claimed: set[Path] = set()
     for check in checks:
         try:
-            outcome = await _recover_one(jobs, sessions, data_dir, check, claimed)
+            outcome = await _recover_one(jobs, sessions, data_dir, check, claimed, refetch)
         except Exception:  # one bad row must not keep the server from starting
             _LOGGER.exception("check %s: recovery failed", check.id)
             outcome = "failed"
@@ -75,7 +90,12 @@ async def recover(
 
 
 async def _recover_one(
-    jobs: JobManager, sessions: async_sessionmaker, data_dir: Path, check: Check, claimed: set[Path]
+    jobs: JobManager,
+    sessions: async_sessionmaker,
+    data_dir: Path,
+    check: Check,
+    claimed: set[Path],
+    refetch: Refetch | None,
 ) -> str:
     path = spool_path(data_dir, check.id)
     if (
@@ -96,6 +116,12 @@ async def _recover_one(
             request_id=check.request_id,
         )
         return "rerun"
+    if check.source == "url" and check.source_url and refetch is not None:
+        await _reset(sessions, check.id)
+        task = asyncio.create_task(_refetch(refetch, sessions, check), name=f"refetch-{check.id}")
+        jobs.resuming.add(task)
+        task.add_done_callback(jobs.resuming.discard)
+        return "refetched"
     if check.source == "frames":
         results = await _stored_frames(sessions, check.id)
         if results:
@@ -103,6 +129,17 @@ async def _recover_one(
             return "finalised"
     await repo.fail_check(sessions, check.id, "interrupted", _message(check))
     return "failed"
+
+
+async def _refetch(refetch: Refetch, sessions: async_sessionmaker, check: Check) -> None:
+    """Fetch a URL check again; an unexpected error fails it (a shutdown leaves it queued for next start)."""
+    try:
+        await refetch(check)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        _LOGGER.exception("check %s: fetching the URL again failed", check.id)
+        await repo.fail_check(sessions, check.id, "interrupted", _message(check))
 
 
 def _message(check: Check) -> str:

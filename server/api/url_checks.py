@@ -10,11 +10,12 @@ from typing import Any
 from aiohttp import web
 
 from server.db import cache, repo
+from server.db.models import Check
 from server.db.urls import canonical_url, platform_video_id
 from server.errors import InvalidField, UnmaskError
 from server.jobs import Job, new_check_id
 from server.keys import fetcher_key, jobs_key, request_id_key, runtime_key, sessions_key, settings_key
-from server.media.ingest import StreamBudget, open_url
+from server.media.ingest import Ingest, StreamBudget, open_url
 from server.media.source import GrowingFile
 
 _LOGGER = logging.getLogger(__name__)
@@ -85,21 +86,12 @@ async def _fetch_and_start(
 ) -> tuple[int, dict[str, Any]]:
     """Open the URL, sniff its first bytes, store the check and start the job."""
     app = request.app
-    sessions, jobs = app[sessions_key], app[jobs_key]
+    sessions = app[sessions_key]
     card = app[runtime_key].detector.card
-
-    settings = app[settings_key]
-
-    def new_spool(size: int | None) -> GrowingFile:
-        return GrowingFile(
-            dir=settings.data_dir / "uploads", max_bytes=settings.max_upload_bytes, expected_size=size
-        )
 
     # Open the upstream before accepting: a refused or dead URL, or a page without a video, is this
     # request's 4xx/502. Pages are resolved (yt-dlp), HLS/DASH sampled, files streamed (media.ingest).
-    budget = StreamBudget(max_duration_s=settings.max_duration_s)
-    ingest = await open_url(url, app[fetcher_key], new_spool, budget=budget)
-    spool, container = ingest.spool, ingest.container
+    ingest = await _open(app, url)
     check_id = new_check_id()
     await repo.create_check(
         sessions,
@@ -107,12 +99,42 @@ async def _fetch_and_start(
         source="url",
         source_url=canonical,
         page_url=page_url,
-        container=container,
+        container=ingest.container,
         model_id=card.id,
         model_version=card.version,
         request_id=request.get(request_id_key),
         owner=app[settings_key].instance_id,
     )
+    job = _start(app, check_id, ingest, canonical, video_id, request.get(request_id_key), full=full)
+    return 202, {"id": check_id, "status": job.status}
+
+
+async def _open(app: web.Application, url: str) -> Ingest:
+    """Open ``url`` through the SSRF-safe fetcher into a new spool (its first bytes sniffed)."""
+    settings = app[settings_key]
+
+    def new_spool(size: int | None) -> GrowingFile:
+        return GrowingFile(
+            dir=settings.data_dir / "uploads", max_bytes=settings.max_upload_bytes, expected_size=size
+        )
+
+    budget = StreamBudget(max_duration_s=settings.max_duration_s)
+    return await open_url(url, app[fetcher_key], new_spool, budget=budget)
+
+
+def _start(
+    app: web.Application,
+    check_id: str,
+    ingest: Ingest,
+    canonical: str,
+    video_id: str | None,
+    request_id: str | None,
+    *,
+    full: bool = False,
+) -> Job:
+    """Start the job of the stored check ``check_id`` on an opened URL; the download goes on behind it."""
+    jobs = app[jobs_key]
+    spool = ingest.spool
 
     def keys() -> list[tuple[str, str]]:
         out = [("url", canonical)]
@@ -126,17 +148,41 @@ async def _fetch_and_start(
     job: Job = jobs.start(
         check_id,
         spool.reader(),
-        container=container,
+        container=ingest.container,
         cleanup=spool.close,
         keys=keys,
         source_url=canonical,
-        request_id=request.get(request_id_key),
+        request_id=request_id,
         full=full,
     )
     job.media_extra = ingest.media  # bytes fetched, sampling: merged into the verdict's media block
     if not spool.finished:
         job.pump = asyncio.create_task(ingest.pump(stop=job.stop.is_set), name=f"fetch-{check_id}")
-    return 202, {"id": check_id, "status": job.status}
+    return job
+
+
+async def resume_url_check(app: web.Application, check: Check) -> None:
+    """Fetch an accepted URL check again under its own id (start-up recovery after a crash).
+
+    The stored URL is the canonical one (tracking parameters dropped). When the upstream now
+    refuses or fails, the check fails with that reason, as the original request would have.
+    """
+    assert check.source_url is not None
+    sessions = app[sessions_key]
+    try:
+        ingest = await _open(app, check.source_url)
+    except UnmaskError as exc:
+        await repo.fail_check(
+            sessions,
+            check.id,
+            exc.code,
+            f"fetching the URL again after a server restart failed: {exc.message}",
+        )
+        return
+    if ingest.container != check.container:
+        await repo.update_check(sessions, check.id, container=ingest.container)
+    _start(app, check.id, ingest, check.source_url, platform_video_id(check.source_url), check.request_id)
+    _LOGGER.info("check %s: fetching %s again after a restart", check.id, check.source_url)
 
 
 async def stop_pumps(jobs: list[Job]) -> None:

@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import event, make_url, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from server.errors import ConfigError
 
+_LOGGER = logging.getLogger(__name__)
+
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+# How long a background write of a running check (frames, status, verdict, failure) keeps trying
+# while the database is unreachable, e.g. a PostgreSQL restart or fail-over. Requests answer at
+# once instead: the pool pings each connection at check-out and drops the dead ones, so the
+# first request after the database is back gets a fresh connection.
+DB_RETRY_S = 120.0
+_RETRY_FIRST_S = 0.1
+_RETRY_MAX_S = 2.0
+
+T = TypeVar("T")
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -33,6 +51,62 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def _connection_names() -> tuple[str, ...]:
+    # asyncpg's server-side refusals while PostgreSQL starts or stops (by class name, so that
+    # SQLite-only installs need not import asyncpg).
+    return (
+        "CannotConnectNowError",
+        "AdminShutdownError",
+        "CrashShutdownError",
+        "ConnectionDoesNotExistError",
+        "ConnectionFailureError",
+        "TooManyConnectionsError",
+    )
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database could not be reached (worth retrying), not a bad statement."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, DBAPIError) and err.connection_invalidated:
+            return True
+        if isinstance(err, OSError):  # refused, reset, unreachable, timed out
+            return True
+        if type(err).__name__ in _connection_names():
+            return True
+        todo.extend([getattr(err, "orig", None), err.__cause__])
+    return False
+
+
+async def retry_db(
+    call: Callable[[], Awaitable[T]], *, what: str = "database write", deadline_s: float = DB_RETRY_S
+) -> T:
+    """``await call()``, again with back-off while the database is unreachable, for ``deadline_s``.
+
+    ``call`` must be one transaction that is safe to repeat. Errors that are not a lost or refused
+    connection are raised at once, as is the last one when the deadline passes.
+    """
+    deadline = time.monotonic() + deadline_s
+    delay = _RETRY_FIRST_S
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await call()
+        except Exception as exc:
+            if not is_disconnect(exc) or time.monotonic() + delay > deadline:
+                raise
+            if attempt == 1:
+                _LOGGER.warning("%s: database unreachable (%s), retrying", what, type(exc).__name__)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, _RETRY_MAX_S)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker:

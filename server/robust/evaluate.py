@@ -155,8 +155,11 @@ def _models(cfg: RobustnessConfig, log: Log) -> tuple[Target | None, Target | No
     return sub, lip
 
 
-def evaluate_robustness(cfg: RobustnessConfig, log: Log = _stderr) -> dict[str, Any]:
-    """Run every part of the evaluation, write the report into ``cfg.out`` and return it."""
+def evaluate_robustness(
+    cfg: RobustnessConfig, log: Log = _stderr, *, command: str | None = None, doc: str | Path | None = None
+) -> dict[str, Any]:
+    """Run every part of the evaluation, write the report into ``cfg.out`` (and between the
+    markers of ``doc``, a markdown file) and return it; ``command`` is quoted in the report."""
     started = time.perf_counter()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -239,7 +242,9 @@ def evaluate_robustness(cfg: RobustnessConfig, log: Log = _stderr) -> dict[str, 
     seconds["total"] = round(time.perf_counter() - started, 1)
     result["seconds"] = seconds
     result["machine"] = {**machine_start, "load_avg_end": [round(v, 2) for v in os.getloadavg()]}
-    result["files"] = write_report(result, cfg.out)
+    if command:
+        result["command"] = command
+    result["files"] = write_report(result, cfg.out, doc=doc)
     log(f"done in {seconds['total']} s: {result['files']['markdown']}")
     return result
 

@@ -1,10 +1,14 @@
-"""A private Redis per test (never the shared 6379): fault tests stop and restart it."""
+"""A private Redis and a private PostgreSQL per test (never the shared 6379 / 5432): fault tests
+stop and restart them."""
 
 from __future__ import annotations
 
+import glob
+import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -86,3 +90,96 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     server.start()
     yield server
     server.stop()
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name))
+    if found:
+        return Path(found[-1])
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@dataclass
+class OwnPostgres:
+    """A PostgreSQL cluster of its own (initdb in a temporary folder, trust auth, a free port).
+
+    initdb and the server refuse to run as root, so as root they run as the ``postgres`` user.
+    """
+
+    bin: Path
+    port: int
+    directory: Path
+
+    @property
+    def data(self) -> Path:
+        return self.directory / "data"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *args: str, timeout: float = 60) -> None:
+        cmd = [str(self.bin / args[0]), *args[1:]]
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            log = (self.directory / "pg.log").read_text() if (self.directory / "pg.log").exists() else ""
+            pytest.fail(f"{' '.join(args[:1])} failed: {done.stdout}{done.stderr}{log[-2000:]}")
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.directory / "pg.log"), "-w", "-o", options, "start"
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """``fast``: every session is terminated at once (what a restart or fail-over does to clients)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def restart(self, down_s: float = 1.0) -> None:
+        self.stop()
+        time.sleep(down_s)
+        self.start()
+
+    def create_database(self, name: str) -> str:
+        self._run(
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-c",
+            f'CREATE DATABASE "{name}"',
+        )
+        return self.url(name)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    """A private PostgreSQL on a free port, stopped and removed at the end."""
+    pg_bin = _pg_bin()
+    if pg_bin is None or not (pg_bin / "pg_ctl").exists():
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    # Not pytest's tmp_path: its parents are private to root, and the server runs as postgres.
+    directory = Path(tempfile.mkdtemp(prefix="unmask-own-pg-"))
+    directory.chmod(0o755)
+    if os.geteuid() == 0:
+        shutil.chown(directory, "postgres", "postgres")
+    server = OwnPostgres(pg_bin, _free_port(), directory)
+    server.init()
+    server.start()
+    try:
+        yield server
+    finally:
+        if (server.data / "postmaster.pid").exists():
+            server.stop("immediate")
+        shutil.rmtree(directory, ignore_errors=True)

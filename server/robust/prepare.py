@@ -1,0 +1,112 @@
+"""The inputs of ``unmask eval-robustness --samples DIR``, made once and reused.
+
+The default detector's own sample sets (models/build_default.py: training seed 101, held-out
+test seed 202), face crops of the training videos (the substitute and Lipschitz detectors train
+on them) and, when the model directory has no tamper calibration for its weights, a fresh
+``tamper.json`` fitted on those training crops. The test videos, which the evaluation reads,
+are never seen by any fit. Each step is skipped when ``DIR`` already holds its output for the
+same spec (a ``fingerprint.txt`` written last, so an interrupted step is redone).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from server.vision.checkpoint import load_card
+
+# The sample sets of models/build_default.py (TRAIN_SET / TEST_SET there): same seeds, sizes, counts.
+TRAIN_SET = {"n_real": 40, "n_fake": 24, "seconds": 3.0, "size": 320, "seed": 101}
+TEST_SET = {"n_real": 12, "n_fake": 12, "seconds": 3.0, "size": 320, "seed": 202}
+# Training crops: every 3rd frame, as the default detector was trained on.
+TRAIN_CROP_EVERY = 3
+# Tamper fit: at most this many training crops per class (``unmask tamper fit``'s default).
+TAMPER_PER_CLASS = 300
+_MARKER = "fingerprint.txt"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Where the evaluation's inputs are, and what was done to get them."""
+
+    test_videos: Path
+    train_videos: Path
+    train_crops: Path
+    tamper: str  # "kept" (matched the weights) or "fitted"
+
+
+def _fingerprint(spec: dict[str, Any]) -> str:
+    """The spec plus the code that renders samples: a cached set is reused only if both match."""
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
+    for path in sorted((Path(__file__).parents[1] / "samples").glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _cached(directory: Path, key: str) -> bool:
+    marker = directory / _MARKER
+    return marker.is_file() and marker.read_text() == key
+
+
+def ensure_samples(directory: Path, spec: dict[str, Any]) -> bool:
+    """Generate a sample set into ``directory`` unless it holds one of this spec; True if generated."""
+    from server.samples import generate_samples
+
+    key = _fingerprint(spec)
+    if _cached(directory, key):
+        return False
+    shutil.rmtree(directory, ignore_errors=True)
+    generate_samples(directory, **spec)
+    (directory / _MARKER).write_text(key)
+    return True
+
+
+def ensure_crops(videos: Path, out: Path, size: tuple[int, int], every: int = TRAIN_CROP_EVERY) -> bool:
+    """Export the face crops of ``videos`` into ``out`` unless done for the same videos; True if done."""
+    from server.vision.datasets import export_video_crops
+
+    key = hashlib.sha256(f"{(videos / _MARKER).read_text()}:{size}:{every}".encode()).hexdigest()
+    if _cached(out, key):
+        return False
+    shutil.rmtree(out, ignore_errors=True)
+    counts = export_video_crops(videos, out, size=size, every=every)
+    (out / "counts.json").write_text(json.dumps(counts))
+    (out / _MARKER).write_text(key)
+    return True
+
+
+def ensure_tamper(model_dir: Path, crops: Path, *, refit: bool = False) -> str:
+    """Fit ``<model_dir>/tamper.json`` on ``crops`` when it is missing, fitted on other weights, or
+    ``refit``; "kept" or "fitted"."""
+    from server.robust.calibrate import fit_tamper_on_data
+    from server.robust.tamper.score import TamperScorer
+
+    card = load_card(model_dir)
+    if not refit and TamperScorer.load_for(model_dir, card.weights_sha256) is not None:
+        return "kept"
+    fit_tamper_on_data(model_dir, crops, every=1, max_per_class=TAMPER_PER_CLASS)
+    return "fitted"
+
+
+def prepare(
+    directory: str | Path, model_dir: str | Path, *, refit_tamper: bool = False, log: Callable[[str], None]
+) -> Prepared:
+    """Sample sets, training crops and tamper calibration for an evaluation (see the module doc)."""
+    directory, model_dir = Path(directory), Path(model_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    train, test, crops = directory / "train_videos", directory / "test_videos", directory / "train_crops"
+    for name, path, spec in (("training", train, TRAIN_SET), ("held-out test", test, TEST_SET)):
+        if ensure_samples(path, spec):
+            log(f"generated the {name} sample set (seed {spec['seed']}) in {path}")
+    size = tuple(load_card(model_dir).input_size)
+    if ensure_crops(train, crops, size):  # type: ignore[arg-type]
+        log(f"exported training face crops to {crops}")
+    tamper = ensure_tamper(model_dir, crops, refit=refit_tamper)
+    if tamper == "fitted":
+        log(f"fitted {model_dir}/tamper.json on {crops}")
+    return Prepared(test_videos=test, train_videos=train, train_crops=crops, tamper=tamper)
