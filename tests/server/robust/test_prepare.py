@@ -17,24 +17,12 @@ from server.robust.prepare import prepare
 from server.robust.report import DOC_BEGIN, DOC_END, embed
 from server.robust.tamper import TAMPER_FILENAME, TamperScorer
 from server.vision.checkpoint import load_card
+from tests.server.robust.test_evaluate import TINY_RUN as QUICK
 
 # Tiny sample sets (seconds to make) and a shrunk tamper fit: plumbing, not accuracy.
 TRAIN = {"n_real": 2, "n_fake": 2, "seconds": 1.0, "size": 160, "seed": 21}
 TEST = {"n_real": 2, "n_fake": 2, "seconds": 1.0, "size": 160, "seed": 22}
 FIT = {"CALIBRATION_PGD_STEPS": 2, "FIT_EPS": (0.02,), "CODEC_MAX_CROPS": 2, "CODEC_STEPS": 2}
-QUICK = {
-    "every": 8,
-    "per_class": 4,
-    "cw_n": 2,
-    "purify_n": 2,
-    "cost_frames": 2,
-    "train_steps": 2,
-    "cw": {"confidence": 5.0, "max_steps": 5, "search_steps": 1},
-    "eot": {"n": 2, "steps": 2, "samples": 2},
-    "adaptive": {"n": 2, "steps": 2, "lam": 1.0},
-    "tamper_eps": (0.02,),
-    "pgd_steps": 2,
-}
 
 
 @pytest.fixture
