@@ -42,7 +42,7 @@ def cmd_eval_robustness(args: argparse.Namespace) -> int:
     from server.errors import ConfigError
     from server.robust.evaluate import RobustnessConfig, check_config, evaluate_robustness
 
-    data, train_data = args.data, args.train_data
+    data, train_data, models_dir = args.data, args.train_data, None
     if args.samples is not None:
         from server.robust.prepare import prepare
 
@@ -50,6 +50,7 @@ def cmd_eval_robustness(args: argparse.Namespace) -> int:
         prepared = prepare(args.samples, args.model_dir, refit_tamper=args.refit_tamper, log=_log)
         data = data or prepared.test_videos
         train_data = train_data or prepared.train_crops
+        models_dir = Path(args.samples) / "models"
     if data is None:
         raise ConfigError("eval-robustness needs --data (a held-out sample folder) or --samples DIR")
     paths = {
@@ -59,6 +60,7 @@ def cmd_eval_robustness(args: argparse.Namespace) -> int:
         "train_data": train_data,
         "substitute_dir": args.substitute,
         "lipschitz_dir": args.lipschitz,
+        "models_dir": models_dir,
     }
     extra = {
         "purifier": args.purifier,

@@ -407,7 +407,7 @@ def trained_model(name: str, cfg: RobustnessConfig, **overrides: Any) -> Target:
     """A quick detector trained on ``cfg.train_data`` (reused when an earlier run left the same one)."""
     from server.vision.train import TrainConfig, train
 
-    out = Path(cfg.out) / "models" / name
+    out = Path(cfg.models_dir or Path(cfg.out) / "models") / name
     train_cfg = TrainConfig(
         data=cfg.train_data,
         out=out,

@@ -76,6 +76,7 @@ class RobustnessConfig:
     train_data: Path | None = None
     substitute_dir: Path | None = None
     lipschitz_dir: Path | None = None
+    models_dir: Path | None = None  # where substitute / Lipschitz are trained (default <out>/models)
     every: int = DEFAULT_EVERY
     per_class: int = DEFAULT_PER_CLASS
     eps: float = PAPER_EPS
