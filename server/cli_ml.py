@@ -77,6 +77,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint on a labelled folder: accuracy, AUROC, ECE, threshold at a target FPR."""
+    if args.robustness:  # the paper's robustness table instead: ``unmask eval-robustness``
+        from server.cli_robust import eval_robustness_from_eval
+
+        return eval_robustness_from_eval(args)
     from server.vision.evaluate import evaluate
 
     metrics = evaluate(
@@ -143,6 +147,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-fpr", type=float, default=0.05)
     p.add_argument("--device")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--robustness", action="store_true", help="run `unmask eval-robustness` (default settings) instead"
+    )
     p.set_defaults(func=cmd_eval)
 
     from server.vision.importers import IMPORT_KINDS

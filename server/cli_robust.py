@@ -83,6 +83,16 @@ def cmd_eval_robustness(args: argparse.Namespace) -> int:
     return 0
 
 
+def eval_robustness_from_eval(args: argparse.Namespace) -> int:
+    """``unmask eval MODEL_DIR DATA --robustness [--out DIR] [--json]``: eval-robustness, its defaults."""
+    argv = ["eval-robustness", "--model-dir", str(args.model_dir), "--data", str(args.data)]
+    argv += ["--out", str(args.out)] if args.out else []
+    argv += ["--json"] if args.json else []
+    parser = argparse.ArgumentParser(prog="unmask")
+    register(parser.add_subparsers())
+    return cmd_eval_robustness(parser.parse_args(argv))
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 

@@ -28,6 +28,17 @@ TRAIN_CROP_EVERY = 3
 # Tamper fit: at most this many training crops per class (``unmask tamper fit``'s default).
 TAMPER_PER_CLASS = 300
 _MARKER = "fingerprint.txt"
+_SERVER = Path(__file__).resolve().parents[1]
+# What decides how a sample video looks (not server/samples/adversarial.py: it makes other videos).
+SAMPLE_CODE = (
+    "samples/__init__.py",
+    "samples/compose.py",
+    "samples/faces.py",
+    "samples/generate.py",
+    "samples/manipulate.py",
+    "vision/sbi.py",
+    "media/encode.py",
+)
 
 
 @dataclass(frozen=True)
@@ -41,10 +52,11 @@ class Prepared:
 
 
 def _fingerprint(spec: dict[str, Any]) -> str:
-    """The spec plus the code that renders samples: a cached set is reused only if both match."""
+    """The spec plus the code that renders samples (the modules models/build_default.py keys its
+    cache on): a cached set is reused only if both match."""
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
-    for path in sorted((Path(__file__).parents[1] / "samples").glob("*.py")):
-        digest.update(path.read_bytes())
+    for path in SAMPLE_CODE:
+        digest.update((_SERVER / path).read_bytes())
     return digest.hexdigest()
 
 

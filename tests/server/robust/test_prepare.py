@@ -107,3 +107,18 @@ def test_cli_without_data_or_samples_is_a_config_error(model_dir: Path) -> None:
     args = build_parser([register]).parse_args(["eval-robustness", "--model-dir", str(model_dir)])
     with pytest.raises(ConfigError):
         args.func(args)
+
+
+def test_eval_robustness_flag_of_unmask_eval_runs_eval_robustness(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import server.cli_robust as cli_robust
+    from server.cli_ml import register as register_ml
+
+    seen: list = []
+    monkeypatch.setattr(cli_robust, "cmd_eval_robustness", lambda args: seen.append(args) or 0)
+    argv = ["eval", str(model_dir), str(tmp_path), "--robustness", "--out", str(tmp_path / "o")]
+    args = build_parser([register_ml]).parse_args(argv)
+    assert args.func(args) == 0
+    assert seen[0].model_dir == model_dir and seen[0].data == tmp_path and seen[0].out == tmp_path / "o"
+    assert seen[0].purifier is None and not seen[0].quick  # eval-robustness's own defaults
