@@ -6,20 +6,37 @@ model is never served as another's.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+import asyncio
+import time
+import weakref
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import delete, func, select, union_all
+import numpy as np
+from sqlalchemy import (
+    URL,
+    Connection,
+    Select,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from server.db.models import CacheKey, Check, CheckStatus, FrameHash, Verdict
 from server.vision.card import ModelCard
-from server.vision.phash import bands, hamming, to_signed, to_unsigned
+from server.vision.phash import bands, to_signed, to_unsigned
 
 # A frame of a re-encode / resize / small crop stays within this many of 64 bits of the
 # original (measured: re-encodes 0–2, a 4 % crop 4–14); unrelated frames differ by ~32.
@@ -40,6 +57,16 @@ MIN_MATCHED_FRAMES = 3
 # Sampling phase differs between encodes (and a trimmed copy starts mid-GOP): a query frame
 # may meet its original one sample early or late.
 ALIGN_SLACK = 1
+
+# Exact-key hits kept in this process (a viral video's badge is looked up again and again), and
+# for how long one is served before the database is asked again.
+HOT_KEYS = 4096
+HOT_KEY_TTL_S = 5.0
+
+# Threads (and connections) reading an SQLite cache; see _SqliteReader.
+READER_THREADS = 2
+
+T = TypeVar("T")
 
 
 def model_ref(card: ModelCard) -> str:
@@ -80,11 +107,6 @@ class CacheHit:
             ),
         }
         return out
-
-
-async def _verdict_of(session, check_id: str) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
-    row = await session.execute(select(Verdict.payload).where(Verdict.check_id == check_id))
-    return row.scalar_one_or_none()
 
 
 async def store(
@@ -139,102 +161,272 @@ async def store(
                 for b in [bands(to_unsigned(h))]
             )
             described.append({"kind": "frames", "count": len(frame_hashes)})
+    hot = _hot_keys(sessions)
+    for key in described:
+        if "value" in key:
+            hot.forget(kind=key["kind"], value=key["value"])
     return described
+
+
+# The hot paths below run prepared Core statements on a pooled connection (no ORM session or
+# object construction); the statements are built once and SQLAlchemy caches their compiled form
+# (the IN lists are expanding parameters).
+_KEY_QUERY = (
+    select(CacheKey.check_id, CacheKey.expires_at, Verdict.payload)
+    .join(Verdict, Verdict.check_id == CacheKey.check_id)
+    .where(
+        CacheKey.kind == bindparam("kind"),
+        CacheKey.value == bindparam("value"),
+        CacheKey.model_ref == bindparam("ref"),
+    )
+)
+
+
+def _frames_query() -> Select:
+    # Candidates: one index seek per band on (model_ref, band, expires_at, check_id), combined
+    # with UNION ALL so every database plans four seeks (an OR of the bands made SQLite scan the
+    # model's rows); the index covers the columns read, so no table row is visited. The best
+    # MAX_CANDIDATES checks by band hits then come back with all their frames in the same round
+    # trip.
+    bands_ = (FrameHash.b0, FrameHash.b1, FrameHash.b2, FrameHash.b3)
+    hits = union_all(
+        *(
+            select(FrameHash.check_id).where(
+                FrameHash.model_ref == bindparam("ref"),
+                col.in_(bindparam(f"b{i}", expanding=True)),
+                FrameHash.expires_at > bindparam("now"),
+            )
+            for i, col in enumerate(bands_)
+        )
+    ).subquery("hits")
+    n = func.count().label("n")
+    cands = (
+        select(hits.c.check_id, n)
+        .group_by(hits.c.check_id)
+        .order_by(n.desc(), hits.c.check_id)
+        .limit(MAX_CANDIDATES)
+        .subquery("cands")
+    )
+    return (
+        select(FrameHash.check_id, FrameHash.seq, FrameHash.phash, cands.c.n)
+        .join(cands, cands.c.check_id == FrameHash.check_id)
+        .order_by(cands.c.n.desc(), FrameHash.check_id, FrameHash.seq)
+    )
+
+
+_FRAMES_QUERY = _frames_query()
+_VERDICT_QUERY = select(Verdict.payload).where(Verdict.check_id == bindparam("check_id"))
+
+
+class _SqliteReader:
+    """Look-ups on an SQLite file through the plain sqlite3 driver, on threads of their own.
+
+    aiosqlite hands every cursor call to its connection thread and back (five round trips for
+    one query); here a whole look-up is one hand-off. WAL lets these readers run beside the
+    writer, and each look-up's transaction sees everything committed before it began.
+    """
+
+    def __init__(self, url: URL) -> None:
+        self.engine = create_engine(
+            url.set(drivername="sqlite"), pool_size=READER_THREADS, connect_args={"timeout": 30}
+        )
+        event.listen(self.engine, "connect", _read_only)
+        self.executor = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="cache-read")
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        def call() -> T:
+            with self.engine.connect() as conn:
+                return fn(conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False)
+        self.engine.dispose()
+
+
+def _read_only(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA query_only=ON")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+def _reader(engine: AsyncEngine) -> _SqliteReader | None:
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return _SqliteReader(url)
+
+
+async def _read(sessions: async_sessionmaker, fn: Callable[[Connection], T]) -> T:
+    """Run the synchronous query function ``fn`` on a connection to the cache's database."""
+    state = _state(sessions)
+    if state.reader is not None:
+        return await state.reader.run(fn)
+    async with sessions.kw["bind"].connect() as conn:
+        return await conn.run_sync(fn)
+
+
+class _HotKeys:
+    """Recently served exact-key hits of one database, kept for a few seconds.
+
+    Keyed by (kind, value, model_ref), so another detector never sees these verdicts. This
+    process's ``store``/``invalidate`` drop the affected entries at once; a change made by another
+    server process is seen after at most HOT_KEY_TTL_S.
+    """
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[tuple[str, str, str], tuple[float, datetime, CacheHit]] = OrderedDict()
+        # Bumped by every forget: a look-up that read the database before an invalidation
+        # finished must not put what it read back afterwards.
+        self.generation = 0
+
+    def get(self, key: tuple[str, str, str]) -> CacheHit | None:
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        fetched, expires, hit = entry
+        if time.monotonic() - fetched > HOT_KEY_TTL_S or expires <= _now():
+            del self.entries[key]
+            return None
+        self.entries.move_to_end(key)
+        return hit
+
+    def put(self, key: tuple[str, str, str], expires: datetime, hit: CacheHit, generation: int) -> None:
+        if generation != self.generation:
+            return
+        self.entries[key] = (time.monotonic(), expires, hit)
+        self.entries.move_to_end(key)
+        while len(self.entries) > HOT_KEYS:
+            self.entries.popitem(last=False)
+
+    def forget(
+        self, *, check_id: str | None = None, kind: str | None = None, value: str | None = None
+    ) -> None:
+        self.generation += 1
+        for key, (_, _, hit) in list(self.entries.items()):
+            if (check_id is not None and hit.check_id == check_id) or (
+                kind is not None and key[0] == kind and key[1] == value
+            ):
+                del self.entries[key]
+
+
+@dataclass
+class _State:
+    """What this process keeps per database (per session factory)."""
+
+    hot: _HotKeys
+    reader: _SqliteReader | None
+
+
+_states: WeakKeyDictionary[async_sessionmaker, _State] = WeakKeyDictionary()
+
+
+def _state(sessions: async_sessionmaker) -> _State:
+    state = _states.get(sessions)
+    if state is None:
+        state = _states[sessions] = _State(_HotKeys(), _reader(sessions.kw["bind"]))
+        if state.reader is not None:
+            weakref.finalize(sessions, state.reader.close)
+    return state
+
+
+def _hot_keys(sessions: async_sessionmaker) -> _HotKeys:
+    return _state(sessions).hot
 
 
 async def lookup_key(sessions: async_sessionmaker, kind: str, value: str, ref: str) -> CacheHit | None:
     """The verdict stored under an exact key, unless expired."""
-    # One indexed round trip: the key joined to its verdict (this is the hot path of every badge).
-    async with sessions() as s:
-        row = (
-            await s.execute(
-                select(CacheKey.check_id, CacheKey.expires_at, Verdict.payload)
-                .join(Verdict, Verdict.check_id == CacheKey.check_id)
-                .where(CacheKey.kind == kind, CacheKey.value == value, CacheKey.model_ref == ref)
-            )
-        ).first()
-    if row is None or _aware(row.expires_at) <= _now():
+    hot = _hot_keys(sessions)
+    if (hit := hot.get((kind, value, ref))) is not None:
+        return hit
+    generation = hot.generation
+    # One indexed query: the key joined to its verdict (this is the hot path of every badge).
+    params = {"kind": kind, "value": value, "ref": ref}
+    row = await _read(sessions, lambda conn: conn.execute(_KEY_QUERY, params).first())
+    if row is None:
         return None
-    return CacheHit(row.check_id, kind, row.payload)
+    expires = _aware(row.expires_at)
+    if expires <= _now():
+        return None
+    hit = CacheHit(row.check_id, kind, row.payload)
+    hot.put((kind, value, ref), expires, hit, generation)
+    return hit
 
 
-def _best_alignment(query: Sequence[int], stored: dict[int, int]) -> int:
-    """Most query frames matching the stored sequence under one offset (± ALIGN_SLACK).
+def _matched_frames(n_query: int, seqs: list[int], match: list[list[bool]]) -> int:
+    """Most query frames matching a stored sequence under one offset (± ALIGN_SLACK).
 
-    Offsets are voted for by matching frame pairs first, so only plausible alignments are
-    scored (a long stored video has thousands of possible offsets).
+    ``match[qi][j]`` tells whether query frame ``qi`` is within FRAME_MATCH_BITS of stored frame
+    ``seqs[j]``. Offsets are voted for by matching frame pairs first, so only plausible
+    alignments are scored (a long stored video has thousands of possible offsets).
     """
+    column = {sq: j for j, sq in enumerate(seqs)}
     votes: Counter[int] = Counter()
-    for qi, qh in enumerate(query):
-        for sq, sh in stored.items():
-            if hamming(qh, sh) <= FRAME_MATCH_BITS:
-                votes[sq - qi] += 1
+    for qi, row in enumerate(match):
+        for j, hit in enumerate(row):
+            if hit:
+                votes[seqs[j] - qi] += 1
     best = 0
     for offset, _ in votes.most_common(8):
-        matched = sum(
-            1
-            for qi, qh in enumerate(query)
-            if any(
-                (qi + offset + d) in stored and hamming(qh, stored[qi + offset + d]) <= FRAME_MATCH_BITS
-                for d in range(-ALIGN_SLACK, ALIGN_SLACK + 1)
-            )
-        )
+        matched = 0
+        for qi, row in enumerate(match):
+            for d in range(-ALIGN_SLACK, ALIGN_SLACK + 1):
+                j = column.get(qi + offset + d)
+                if j is not None and row[j]:
+                    matched += 1
+                    break
         best = max(best, matched)
     return best
 
 
+def _frame_match(conn: Connection, unsigned: list[int], ref: str) -> tuple[str, int, dict[str, Any]] | None:
+    """The best confirmed candidate (check id, matched frames, verdict), on one connection."""
+    params: dict[str, Any] = {"ref": ref, "now": _now()}
+    split = [bands(h) for h in unsigned]
+    for i in range(4):
+        params[f"b{i}"] = sorted({b[i] for b in split})
+    rows = conn.execute(_FRAMES_QUERY, params).all()
+    if not rows:
+        return None
+    ids = [r[0] for r in rows]
+    starts = [j for j in range(len(ids)) if j == 0 or ids[j] != ids[j - 1]]
+    ends = [*starts[1:], len(ids)]
+    query = np.array(unsigned, dtype=np.uint64)
+    stored = np.array([r[2] for r in rows], dtype=np.int64).view(np.uint64)
+    # Hamming distance of every query frame to every candidate frame in one pass, then per
+    # candidate the query frames that match any of its frames: one that matches none cannot
+    # count under any alignment, so most candidates are dismissed here.
+    match = np.bitwise_count(query[:, None] ^ stored[None, :]) <= FRAME_MATCH_BITS
+    reachable = np.logical_or.reduceat(match, starts, axis=1).sum(axis=0).tolist()
+    best: tuple[int, str] | None = None
+    for start, end, most in zip(starts, ends, reachable, strict=True):
+        overlap = min(len(unsigned), end - start)
+        need = max(MIN_MATCHED_FRAMES, MIN_MATCH_FRACTION * overlap)
+        if most < need or (best is not None and most <= best[0]):
+            continue
+        matched = _matched_frames(
+            len(unsigned), [r[1] for r in rows[start:end]], match[:, start:end].tolist()
+        )
+        if matched >= need and (best is None or matched > best[0]):
+            best = (matched, ids[start])
+    if best is None:
+        return None
+    verdict = conn.execute(_VERDICT_QUERY, {"check_id": best[1]}).scalar_one_or_none()
+    return None if verdict is None else (best[1], best[0], verdict)
+
+
 async def lookup_frames(sessions: async_sessionmaker, hashes: Sequence[int], ref: str) -> CacheHit | None:
     """The cached verdict of a near-duplicate of the video these sampled-frame hashes came from."""
-    query = [to_unsigned(h) for h in hashes[:MAX_QUERY_HASHES]]
-    if len(query) < MIN_MATCHED_FRAMES:
+    unsigned = [to_unsigned(h) for h in hashes[:MAX_QUERY_HASHES]]
+    if len(unsigned) < MIN_MATCHED_FRAMES:
         return None
-    band_sets = [sorted({bands(h)[i] for h in query}) for i in range(4)]
-    columns = (FrameHash.b0, FrameHash.b1, FrameHash.b2, FrameHash.b3)
-    now = _now()
-    async with sessions() as s:
-        # Candidates: one index seek per band on (model_ref, band), combined with UNION ALL so
-        # every database plans four seeks (an OR of the bands made SQLite scan the model's rows).
-        hits = union_all(
-            *(
-                select(FrameHash.check_id).where(
-                    FrameHash.model_ref == ref, col.in_(vals), FrameHash.expires_at > now
-                )
-                for col, vals in zip(columns, band_sets, strict=True)
-            )
-        ).subquery()
-        rows = await s.execute(
-            select(hits.c.check_id, func.count())
-            .group_by(hits.c.check_id)
-            .order_by(func.count().desc())
-            .limit(MAX_CANDIDATES)
-        )
-        candidates = [r[0] for r in rows]
-        if not candidates:
-            return None
-        stored: dict[str, dict[int, int]] = defaultdict(dict)
-        for check_id, seq, h in await s.execute(
-            select(FrameHash.check_id, FrameHash.seq, FrameHash.phash).where(
-                FrameHash.check_id.in_(candidates)
-            )
-        ):
-            stored[check_id][seq] = to_unsigned(h)
-        best: tuple[int, str] | None = None
-        for check_id in candidates:
-            seqs = stored[check_id]
-            overlap = min(len(query), len(seqs))
-            matched = _best_alignment(query, seqs)
-            if (
-                matched >= MIN_MATCHED_FRAMES
-                and matched >= MIN_MATCH_FRACTION * overlap
-                and (best is None or matched > best[0])
-            ):
-                best = (matched, check_id)
-        if best is None:
-            return None
-        verdict = await _verdict_of(s, best[1])
-    if verdict is None:
+    found = await _read(sessions, lambda conn: _frame_match(conn, unsigned, ref))
+    if found is None:
         return None
-    return CacheHit(best[1], "frames", verdict, matched_frames=best[0], query_frames=len(query))
+    check_id, matched, verdict = found
+    return CacheHit(check_id, "frames", verdict, matched_frames=matched, query_frames=len(unsigned))
 
 
 async def invalidate(
@@ -256,6 +448,7 @@ async def invalidate(
             removed += (
                 await s.execute(delete(CacheKey).where(CacheKey.kind == kind, CacheKey.value == value))
             ).rowcount or 0
+    _hot_keys(sessions).forget(check_id=check_id, kind=kind, value=value)
     return removed
 
 

@@ -144,11 +144,15 @@ class FrameHash(Base):
     """One sampled frame's perceptual hash of a cached verdict, split into indexed bands.
 
     Near-duplicate look-up collects candidates that share any 16-bit band with a query hash
-    (index seeks, never a table scan), then confirms by Hamming distance over the sequence.
+    (index seeks, never a table scan), then confirms by Hamming distance over the sequence. Each
+    band index also holds ``expires_at`` and ``check_id``, so the candidate query reads only the
+    index (migration 0006).
     """
 
     __tablename__ = "frame_hashes"
-    __table_args__ = tuple(Index(f"ix_frame_hashes_b{i}", "model_ref", f"b{i}") for i in range(4))
+    __table_args__ = tuple(
+        Index(f"ix_frame_hashes_b{i}", "model_ref", f"b{i}", "expires_at", "check_id") for i in range(4)
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     check_id: Mapped[str] = mapped_column(ForeignKey("checks.id", ondelete="CASCADE"), index=True)

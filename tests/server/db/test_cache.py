@@ -8,8 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from sqlalchemy import inspect
 
-from server.db import cache, repo
+from server.db import cache, migrate, repo
 from server.db.engine import create_engine, session_factory
 from server.db.urls import canonical_url
 from server.media.decode import open_video
@@ -42,7 +43,11 @@ def _noise_frames(seed: int, seconds: float = 4.0, fps: int = 25, size: tuple[in
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The original, its near-duplicates, 10 stored distractors and 20 unrelated videos."""
+    """The original, its near-duplicates, 10 stored distractors and 20 unrelated videos.
+
+    Near-duplicates: re-encoded at another CRF and resolution, the first 2 s cut, re-containered
+    as MKV and as WebM (VP9), and cropped 3 % per edge.
+    """
     d = tmp_path_factory.mktemp("cachevids")
     original = list(face_frames(seconds=6.0, size=(384, 288)))
     out = {
@@ -50,6 +55,7 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "reencoded": write_video([cv2.resize(f, (256, 192)) for f in original], d / "reencoded.mp4", crf=36),
         "trimmed": write_video(original[50:], d / "trimmed.mp4"),  # first 2 s cut
         "mkv": write_video(original, d / "recontainered.mkv", crf=28),
+        "webm": write_video(original, d / "recontainered.webm", codec="libvpx-vp9"),
         "cropped": write_video([_crop(f, 0.03) for f in original], d / "cropped.mp4"),
     }
     for i in range(10):
@@ -84,7 +90,7 @@ async def test_near_duplicates_hit_and_unrelated_videos_do_not(sessions, videos:
     await _cached_check(sessions, "o" * 32, "manipulated", _hashes(videos["original"]))
     for i in range(10):
         await _cached_check(sessions, f"{i:032d}", "authentic", _hashes(videos[f"distractor{i}"]))
-    for name in ("original", "reencoded", "trimmed", "mkv", "cropped"):
+    for name in ("original", "reencoded", "trimmed", "mkv", "webm", "cropped"):
         query = [h for _, _, h in _hashes(videos[name])]
         hit = await cache.lookup_frames(sessions, query, REF)
         assert hit is not None, f"{name} should hit the original"
@@ -143,3 +149,36 @@ async def test_a_key_moves_to_the_newest_verdict(sessions) -> None:
     await _cached_check(sessions, "2" * 32, "manipulated", [], keys=[("sha256", "9" * 64)])
     hit = await cache.lookup_key(sessions, "sha256", "9" * 64, REF)
     assert hit is not None and hit.check_id == "2" * 32
+
+
+async def test_served_keys_are_forgotten_by_invalidation_and_by_a_newer_verdict(sessions) -> None:
+    # An exact-key hit is kept in this process for a few seconds; invalidating it, or storing a
+    # newer verdict under the same key, must take effect at once.
+    await _cached_check(sessions, "h" * 32, "authentic", [], keys=[("sha256", "7" * 64), ("url", "u")])
+    assert (await cache.lookup_key(sessions, "sha256", "7" * 64, REF)).check_id == "h" * 32
+    assert (await cache.lookup_key(sessions, "url", "u", REF)).check_id == "h" * 32
+    await _cached_check(sessions, "n" * 32, "manipulated", [], keys=[("sha256", "7" * 64)])
+    hit = await cache.lookup_key(sessions, "sha256", "7" * 64, REF)
+    assert hit is not None and hit.check_id == "n" * 32 and hit.verdict["label"] == "manipulated"
+    assert await cache.lookup_key(sessions, "sha256", "7" * 64, "test-model@2#abcdef012345") is None
+    await cache.invalidate(sessions, check_id="n" * 32)
+    assert await cache.lookup_key(sessions, "sha256", "7" * 64, REF) is None
+    await cache.invalidate(sessions, kind="url", value="u")
+    assert await cache.lookup_key(sessions, "url", "u", REF) is None
+
+
+async def test_band_indexes_cover_the_candidate_query(database_url: str) -> None:
+    # Migration 0006 widens the band indexes and its downgrade restores the two-column ones.
+    async def band_columns() -> dict[str, list[str]]:
+        engine = create_engine(database_url)
+        async with engine.connect() as conn:
+            indexes = await conn.run_sync(lambda c: inspect(c).get_indexes("frame_hashes"))
+        await engine.dispose()
+        return {i["name"]: i["column_names"] for i in indexes if i["name"].startswith("ix_frame_hashes_b")}
+
+    migrate.upgrade(database_url)
+    assert (await band_columns())["ix_frame_hashes_b2"] == ["model_ref", "b2", "expires_at", "check_id"]
+    migrate.downgrade(database_url, "0005")
+    assert (await band_columns()) == {f"ix_frame_hashes_b{i}": ["model_ref", f"b{i}"] for i in range(4)}
+    migrate.upgrade(database_url)
+    assert len((await band_columns())["ix_frame_hashes_b0"]) == 4
