@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from server.cli_robust import add_adversarial_args
+
 
 def cmd_model_import(args: argparse.Namespace) -> int:
     """Convert a published upstream state dict into our checkpoint format."""
@@ -42,7 +44,30 @@ def cmd_samples(args: argparse.Namespace) -> int:
         print(
             f"wrote {len(videos)} sample videos to {args.out} (manifest.json lists labels, methods, credits)"
         )
+    if args.adversarial:
+        return _adversarial_sample(args, manifest)
     return 0
+
+
+def _adversarial_sample(args: argparse.Namespace, manifest: dict) -> int:
+    """``unmask samples --adversarial``: perturb a manipulated clip until the detector passes it."""
+    import torch
+
+    from server.samples.adversarial import adversarial_sample
+
+    torch.set_num_threads(args.threads)
+    options = {"every": args.every, "max_rounds": args.rounds, "eps": args.eps, "attack": args.attack}
+    report = adversarial_sample(
+        args.out, manifest, args.model_dir, **{k: v for k, v in options.items() if v is not None}
+    )
+    scores = [s for s in report["scores"] if s is not None]
+    print(
+        f"wrote {report['out']} (+ .json report): {report['attack']} at ε {report['eps_255']}/255 after "
+        f"{report['rounds']} round(s), {report['seconds']} s; {report['face_frames']} face frames score "
+        f"{min(scores):.3f}–{max(scores):.3f} against threshold {report['threshold']:.3f}: "
+        + ("every one authentic" if report["fooled_all"] else "NOT all fooled")
+    )
+    return 0 if report["fooled_all"] else 1
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -114,6 +139,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=320)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--adversarial",
+        action="store_true",
+        help="also write adversarial/<clip>.mp4: a face-swapped clip perturbed to pass as authentic",
+    )
+    p.add_argument("--every", type=int, help="--adversarial keeps every n-th frame (default 5: 5 fps)")
+    p.add_argument("--rounds", type=int, help="--adversarial: optimise/encode/verify rounds at most (10)")
+    add_adversarial_args(p)
     p.set_defaults(func=cmd_samples)
 
     p = sub.add_parser("train", help="train a detector (image/video folder with real/ and fake/)")

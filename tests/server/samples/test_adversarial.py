@@ -56,3 +56,32 @@ def test_unknown_attack_is_a_config_error(clip: Path, tiny_checkpoint: Path, tmp
 
     with pytest.raises(ConfigError):
         make_adversarial_video(clip, tmp_path / "x.mp4", tiny_checkpoint, attack="cw")
+
+
+def test_unmask_samples_adversarial_writes_the_video_and_its_report(
+    tiny_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
+    import json
+
+    from server.cli import main
+
+    out = tmp_path / "samples"
+    argv = ["samples", str(out), "--real", "0", "--fake", "1", "--seconds", "1", "--seed", "3"]
+    code = main([*argv, "--adversarial", "--model-dir", str(tiny_checkpoint), "--rounds", "1"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    [video] = (out / "adversarial").glob("*.mp4")
+    report = json.loads(video.with_suffix(".json").read_text())
+    assert video.name == manifest["videos"][0]["file"].split("/")[-1]
+    assert report["src"] == str(out / manifest["videos"][0]["file"]) and report["out"] == str(video)
+    assert report["frames"] == 5 and report["fps"] == 5.0 and report["rounds"] == 1  # every 5th frame
+    assert len(decode_frames(video)[0]) == 5
+    assert code == (0 if report["fooled_all"] else 1)
+    assert str(video) in capsys.readouterr().out
+
+
+def test_unmask_samples_adversarial_needs_a_manipulated_clip(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from server.cli import main
+
+    argv = ["samples", str(tmp_path), "--real", "1", "--fake", "0", "--seconds", "1"]
+    assert main([*argv, "--adversarial", "--model-dir", str(tiny_checkpoint)]) != 0
+    assert not (tmp_path / "adversarial").exists() or not any((tmp_path / "adversarial").iterdir())
