@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -18,12 +19,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.db.auth_models import ApiToken
 from server.db.models import utcnow
 from server.errors import Conflict, InvalidField, NotFound, UnmaskError
 from server.settings import Settings
+
+_LOGGER = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "unm_"
 TOKEN_BYTES = 32
@@ -229,7 +233,12 @@ async def verify(sessions: async_sessionmaker, secret: str) -> TokenInfo | None:
         now = utcnow()
         if last is None or now - last >= timedelta(seconds=LAST_USED_RESOLUTION_S):
             row.last_used_at = now
-            await session.commit()
+            info = TokenInfo.from_row(row)
+            try:
+                await session.commit()
+            except DBAPIError as exc:  # an audit field never fails the request (e.g. SQLite busy)
+                _LOGGER.warning("token %s: could not note its use (%s)", info.prefix, type(exc).__name__)
+            return info
         return TokenInfo.from_row(row)
 
 

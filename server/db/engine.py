@@ -20,7 +20,8 @@ _LOGGER = logging.getLogger(__name__)
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
 # How long a background write of a running check (frames, status, verdict, failure) keeps trying
-# while the database is unreachable, e.g. a PostgreSQL restart or fail-over. Requests answer at
+# while the database is unreachable, e.g. a PostgreSQL restart or fail-over, or while SQLite stays
+# locked by other writers beyond its busy timeout. Requests answer at
 # once instead: the pool pings each connection at check-out and drops the dead ones, so the
 # first request after the database is back gets a fresh connection.
 DB_RETRY_S = 120.0
@@ -66,8 +67,9 @@ def _connection_names() -> tuple[str, ...]:
     )
 
 
-def is_disconnect(exc: BaseException) -> bool:
-    """Whether ``exc`` means the database could not be reached (worth retrying), not a bad statement."""
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database could not be reached or was busy (worth retrying), not a
+    bad statement. The failed transaction was rolled back either way."""
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
     while todo:
@@ -76,6 +78,8 @@ def is_disconnect(exc: BaseException) -> bool:
             continue
         seen.add(id(err))
         if isinstance(err, DBAPIError) and err.connection_invalidated:
+            return True
+        if isinstance(err, DBAPIError) and "database is locked" in str(err.orig):  # SQLite busy
             return True
         if isinstance(err, OSError):  # refused, reset, unreachable, timed out
             return True
@@ -91,7 +95,8 @@ async def retry_db(
     """``await call()``, again with back-off while the database is unreachable, for ``deadline_s``.
 
     ``call`` must be one transaction that is safe to repeat. Errors that are not a lost or refused
-    connection are raised at once, as is the last one when the deadline passes.
+    connection (or a locked SQLite file) are raised at once, as is the last one when the deadline
+    passes.
     """
     deadline = time.monotonic() + deadline_s
     delay = _RETRY_FIRST_S
@@ -101,10 +106,10 @@ async def retry_db(
         try:
             return await call()
         except Exception as exc:
-            if not is_disconnect(exc) or time.monotonic() + delay > deadline:
+            if not is_transient(exc) or time.monotonic() + delay > deadline:
                 raise
             if attempt == 1:
-                _LOGGER.warning("%s: database unreachable (%s), retrying", what, type(exc).__name__)
+                _LOGGER.warning("%s: database unreachable or busy (%s), retrying", what, type(exc).__name__)
         await asyncio.sleep(delay)
         delay = min(delay * 2, _RETRY_MAX_S)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from pathlib import Path
 
 import aiohttp
@@ -17,9 +18,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from server.db.engine import create_engine, retry_db, session_factory
+from server.db.engine import create_engine, is_transient, retry_db, session_factory
 from server.db.migrate import upgrade
 from server.db.models import Verdict
 from server.settings import Settings
@@ -147,7 +148,7 @@ async def test_postgres_restart_mid_run(
         b["verdict"]["frames_analyzed"] for b in finished.values()
     ]
     assert in_flight >= URL_CHECKS
-    assert any("database unreachable" in r.getMessage() for r in caplog.records), (
+    assert any("database unreachable or busy" in r.getMessage() for r in caplog.records), (
         "no write met the outage; the test did not exercise the retry"
     )
 
@@ -200,3 +201,9 @@ async def test_retry_db_repeats_only_lost_connections() -> None:
     with pytest.raises(ConnectionRefusedError):
         await retry_db(always_refused, deadline_s=0.5)
     assert len(calls) > 1
+
+
+def test_a_locked_sqlite_file_is_transient() -> None:
+    locked = OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
+    assert is_transient(locked)
+    assert not is_transient(OperationalError("INSERT", {}, sqlite3.OperationalError("no such table: x")))
