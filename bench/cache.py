@@ -2,18 +2,29 @@
 
 Fills a database (SQLite by default, or --database-url postgresql+asyncpg://…) with N cached
 verdicts, each with a URL key and 12 frame hashes (random, so near-duplicate candidates come
-only from real band collisions), starts the app, then sends URL look-ups
-(GET /v1/verdicts?url=) and near-duplicate look-ups (POST /v1/verdicts/lookup with 12 hashes
-of a cached video, 3 bits flipped per hash) at a fixed open-loop rate and prints p50/p99.
-Targets: p99 ≤ 10 ms (URL) and ≤ 25 ms (near-duplicate) at ≥ 500 requests/s.
+only from real band collisions), starts the server in its own process, then for each phase
+sends requests from a third process at a fixed open-loop rate and prints the achieved rate,
+p50/p99 latency and the server process's CPU time per request:
+
+    url                  GET /v1/verdicts?url= of a cached video (uniform over all N)
+    near-duplicate       POST /v1/verdicts/lookup with a cached video's 12 hashes, 3 bits flipped each
+    url-hot              as url, but 90 % of look-ups go to 1,000 videos (the in-process hot-key cache)
+    url-miss, near-duplicate-miss   look-ups that find nothing (404)
+
+Request i is due at start + i/rate and its latency is measured from that due time, so a server
+that falls behind shows its queueing (no coordinated omission). Targets (issue 6): p99 ≤ 10 ms
+(URL) and ≤ 25 ms (near-duplicate) at ≥ 500 requests/s.
 
     python bench/cache.py [--verdicts 100000] [--rate 500] [--seconds 10] [--database-url URL]
+                          [--phases url,near-duplicate] [--data-dir DIR (keep and reuse the fill)]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import multiprocessing
 import os
 import random
 import statistics
@@ -21,13 +32,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aiohttp
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 
 from server.db.cache import model_ref
 from server.db.engine import create_engine
@@ -39,6 +53,12 @@ from server.vision.phash import bands, to_hex, to_signed
 
 PORT = 8932
 FRAMES = 12
+# Keep-alive connections the load generator sends on; a request due while all are busy waits
+# (and that wait is part of its latency).
+CONNECTIONS = 32
+# The hot set of the url-hot phase.
+HOT = 1000
+PHASES = ("url", "near-duplicate", "url-hot", "url-miss", "near-duplicate-miss")
 
 
 async def fill(url: str, ref: str, card, n: int, rng: random.Random) -> list[list[int]]:
@@ -127,44 +147,141 @@ def flip(h: int, bits: int, rng: random.Random) -> int:
     return h
 
 
-async def load(kind: str, rate: int, seconds: float, n: int, samples, rng) -> list[float]:
-    lat: list[float] = []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
-
-        async def one() -> None:
-            t0 = time.perf_counter()
-            if kind == "url":
-                url = f"https://v.example/{rng.randrange(n):032x}.mp4?utm_source=x"
-                async with http.get(f"http://127.0.0.1:{PORT}/v1/verdicts", params={"url": url}) as r:
-                    await r.read()
-                    assert r.status == 200, r.status
+def requests_for(kind: str, count: int, n: int, samples, rng: random.Random) -> list[bytes]:
+    """Raw HTTP/1.1 keep-alive requests, built before the clock starts (the generator stays cheap)."""
+    out = []
+    for _ in range(count):
+        if kind.startswith("url"):
+            # url: uniform over all cached videos; url-hot: 90 % of look-ups go to 1,000 videos
+            # (a viral few), the rest uniform; url-miss: never cached.
+            i = rng.randrange(HOT if kind == "url-hot" and rng.random() < 0.9 else n)
+            name = f"{i:032x}" if kind != "url-miss" else f"missing-{rng.getrandbits(64):016x}"
+            url = quote(f"https://v.example/{name}.mp4?utm_source=x", safe="")
+            out.append(f"GET /v1/verdicts?url={url} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        else:
+            # near-duplicate: a cached video's hashes, 3 bits flipped in each; near-duplicate-miss:
+            # hashes of no cached video.
+            if kind == "near-duplicate":
+                hashes = [flip(h, 3, rng) for h in rng.choice(samples)]
             else:
-                hashes = [to_hex(flip(h, 3, rng)) for h in rng.choice(samples)]
-                async with http.post(
-                    f"http://127.0.0.1:{PORT}/v1/verdicts/lookup", json={"frame_hashes": hashes}
-                ) as r:
-                    await r.read()
-                    assert r.status == 200, r.status
-            lat.append((time.perf_counter() - t0) * 1000)
+                hashes = [rng.getrandbits(64) for _ in range(FRAMES)]
+            body = json.dumps({"frame_hashes": [to_hex(h) for h in hashes]})
+            out.append(
+                (
+                    "POST /v1/verdicts/lookup HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+                ).encode()
+            )
+    return out
 
-        tasks = []
-        start = time.perf_counter()
-        for i in range(int(rate * seconds)):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.ensure_future(one()))
-        await asyncio.gather(*tasks)
-        achieved = len(tasks) / (time.perf_counter() - start)
-    print(
-        f"  {kind:>14}: {len(lat)} requests at {achieved:.0f}/s offered {rate}/s — "
-        f"p50 {statistics.median(lat):.1f} ms, p99 {statistics.quantiles(lat, n=100)[98]:.1f} ms"
+
+async def _response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(
+        int(v) for k, _, v in (h.partition(":") for h in lines[1:]) if k.lower() == "content-length"
     )
-    return lat
+    await reader.readexactly(length)
+    return int(lines[0].split()[1])
 
 
-async def main_async(args) -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="unmask-cache-bench-"))
+async def open_loop(port: int, rate: int, requests: list[bytes]) -> tuple[list[float], Counter, float]:
+    """Send ``requests`` at a fixed rate whatever the server does (open loop).
+
+    Request i is due at start + i/rate; its latency runs from that due time to the end of its
+    response, so time spent waiting for a free connection or behind a slow server is counted
+    (no coordinated omission).
+    """
+    queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+    lat: list[float] = []
+    statuses: Counter[int] = Counter()
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while (item := await queue.get()) is not None:
+            due, raw = item
+            writer.write(raw)
+            statuses[await _response(reader)] += 1
+            lat.append((time.perf_counter() - due) * 1000)
+        writer.close()
+
+    workers = [asyncio.create_task(connection()) for _ in range(CONNECTIONS)]
+    start = time.perf_counter() + 0.05
+    for i, raw in enumerate(requests):
+        due = start + i / rate
+        if (delay := due - time.perf_counter()) > 0:
+            await asyncio.sleep(delay)
+        queue.put_nowait((due, raw))
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    return lat, statuses, time.perf_counter() - start
+
+
+def measure(kind: str, port: int, rate: int, requests: list[bytes], seconds: float) -> dict:
+    """One open-loop run in a process of its own (not the server's, not the filler's)."""
+    lat, statuses, wall = asyncio.run(open_loop(port, rate, requests))
+    q = statistics.quantiles(lat, n=100)
+    return {
+        "kind": kind,
+        "requests": len(lat),
+        "offered": rate,
+        "achieved": len(lat) / wall,
+        "p50": statistics.median(lat),
+        "p99": q[98],
+        "max": max(lat),
+        "statuses": dict(statuses),
+        "load": os.getloadavg(),
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_phase(kind: str, server: int, rate: int, seconds: float, n: int, samples, rng) -> dict:
+    requests = requests_for(kind, int(rate * seconds), n, samples, rng)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(os.getpid).result()  # the generator process is up before the clock starts
+        cpu = cpu_seconds(server)
+        r = pool.submit(measure, kind, PORT, rate, requests, seconds).result()
+        r["server_cpu_ms"] = (cpu_seconds(server) - cpu) * 1000 / max(1, r["requests"])
+    print(
+        f"  {kind:>14}: {r['requests']} requests, offered {r['offered']}/s, achieved {r['achieved']:.0f}/s — "
+        f"p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, max {r['max']:.0f} ms; "
+        f"server CPU {r['server_cpu_ms']:.2f} ms/request; statuses {r['statuses']}; "
+        f"load {r['load'][0]:.1f}",
+        flush=True,
+    )
+    return r
+
+
+def filled(data_dir: Path, url: str, ref: str, n: int) -> list[list[int]] | None:
+    marker = data_dir / "filled.json"
+    if not marker.exists():
+        return None
+    info = json.loads(marker.read_text())
+    if info["url"] != url or info["ref"] != ref or info["verdicts"] != n:
+        return None
+    return info["samples"]
+
+
+async def analyze(url: str) -> None:
+    # Planner statistics after the bulk load (autovacuum would gather them soon after; PostgreSQL
+    # also needs the visibility map for index-only scans).
+    engine = create_engine(url)
+    if engine.dialect.name == "postgresql":
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text("VACUUM ANALYZE"))
+    await engine.dispose()
+
+
+async def prepare(args) -> tuple[Path, str, list[list[int]]]:
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="unmask-cache-bench-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings(
         data_dir=data_dir,
         model_dir=args.model_dir,
@@ -173,16 +290,30 @@ async def main_async(args) -> None:
         database_url=args.database_url or "",
     )
     url = settings.resolved_database_url
-    upgrade(url)
     card = load_card(args.model_dir)
-    rng = random.Random(0)
-    t0 = time.perf_counter()
-    samples = await fill(url, model_ref(card), card, args.verdicts, rng)
-    print(
-        f"filled {args.verdicts} verdicts ({args.verdicts * FRAMES} frame hashes) in {time.perf_counter() - t0:.0f} s"
-    )
-    # The server runs in its own process (as in production), so the load generator's CPU does
-    # not share the server's event loop.
+    ref = model_ref(card)
+    upgrade(url)
+    samples = filled(data_dir, url, ref, args.verdicts)
+    if samples is None:
+        t0 = time.perf_counter()
+        samples = await fill(url, ref, card, args.verdicts, random.Random(0))
+        await analyze(url)
+        (data_dir / "filled.json").write_text(
+            json.dumps({"url": url, "ref": ref, "verdicts": args.verdicts, "samples": samples})
+        )
+        print(
+            f"filled {args.verdicts} verdicts ({args.verdicts * FRAMES} frame hashes) "
+            f"in {time.perf_counter() - t0:.0f} s"
+        )
+    else:
+        print(f"reusing {args.verdicts} cached verdicts in {data_dir}")
+    return data_dir, url, samples
+
+
+def main_run(args) -> None:
+    data_dir, url, samples = asyncio.run(prepare(args))
+    # The server runs in its own process (as in production) and the load generator in another,
+    # so neither shares the server's event loop.
     env = {
         **os.environ,
         "UNMASK_DATA_DIR": str(data_dir),
@@ -190,6 +321,7 @@ async def main_async(args) -> None:
         "UNMASK_PORT": str(PORT),
         "UNMASK_DATABASE_URL": url,
         "UNMASK_LOG_LEVEL": "WARNING",
+        "OMP_NUM_THREADS": "1",
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "server", "serve", "--no-worker", "--no-migrate"],
@@ -197,19 +329,18 @@ async def main_async(args) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    async with aiohttp.ClientSession() as http:
+    try:
         for _ in range(300):
             try:
-                async with http.get(f"http://127.0.0.1:{PORT}/readyz") as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/readyz", timeout=1) as r:
                     if r.status == 200:
                         break
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    try:
-        await load("url", args.rate, 2, args.verdicts, samples, rng)  # warm-up
-        await load("url", args.rate, args.seconds, args.verdicts, samples, rng)
-        await load("near-duplicate", args.rate, args.seconds, args.verdicts, samples, rng)
+            except OSError:
+                time.sleep(0.2)
+        rng = random.Random(1)
+        run_phase("url", server.pid, args.rate, 2, args.verdicts, samples, rng)  # warm-up
+        for kind in args.phases.split(","):
+            run_phase(kind, server.pid, args.rate, args.seconds, args.verdicts, samples, rng)
     finally:
         server.terminate()
         server.wait(30)
@@ -222,12 +353,17 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--database-url", default="")
     ap.add_argument("--model-dir", type=Path, default=Path("models/default"))
-    args = ap.parse_args()
-    print(
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
-        f"database {args.database_url or 'SQLite'}"
+    ap.add_argument("--phases", default=",".join(PHASES), help="comma-separated, from " + ", ".join(PHASES))
+    ap.add_argument(
+        "--data-dir", type=Path, help="keep the filled database here and reuse it on the next run"
     )
-    asyncio.run(main_async(args))
+    args = ap.parse_args()
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load {load}, "
+        f"database {args.database_url or 'SQLite'}, {CONNECTIONS} connections"
+    )
+    main_run(args)
 
 
 if __name__ == "__main__":
