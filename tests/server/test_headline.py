@@ -5,11 +5,17 @@ A manipulated sample video whose faces were adversarially perturbed against the 
 defence; with it, the check ends ``tampered`` and the purified frames score manipulated. A clean
 authentic sample stays ``authentic`` with no suspicious frame. Uses models/default with its
 tamper.json, the embedded broker and a Celery worker subprocess running the CPU DIP preset.
+
+The same adversarial video then meets purification faults at the level of the check: a worker
+child killed (``kill -9``) mid-task, and a task over its time limit; both checks still complete.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -62,10 +68,27 @@ def adversarial(samples: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def extra() -> dict[str, Any]:
+    """Settings a test changes (parametrised by the fault tests)."""
+    return {}
+
+
+@pytest.fixture
+def pool() -> str:
+    """The worker's pool: solo (one process) unless a test needs prefork's child and time limits."""
+    return "solo"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, extra: dict[str, Any]) -> Settings:
     """The default model, its tamper check, the CPU purifier and the embedded broker."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'unmask.sqlite3'}"
     upgrade(url)
+    limits = {
+        "purify_soft_time_limit_s": 150.0,
+        "purify_time_limit_s": 170.0,
+        "broker_visibility_timeout_s": 200.0,
+    }
     return Settings(
         data_dir=tmp_path / "data",
         database_url=url,
@@ -74,29 +97,30 @@ def settings(tmp_path: Path) -> Settings:
         device="cpu",
         torch_threads=1,
         purifier_preset="cpu",
-        purify_soft_time_limit_s=150.0,
-        purify_time_limit_s=170.0,
-        broker_visibility_timeout_s=200.0,
         max_running_checks=2,
         instance_id="test-headline",
+        **{**limits, **extra},
     )
 
 
 @pytest.fixture
-def worker(settings: Settings, tmp_path: Path):
+def worker(settings: Settings, pool: str, tmp_path: Path):
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
-        proc = start_worker(settings, pool="solo", stdout=out, stderr=subprocess.STDOUT)
+        proc = start_worker(settings, pool=pool, stdout=out, stderr=subprocess.STDOUT)
     yield log
     stop_worker(proc, timeout=0)
 
 
-async def _check(api, path: Path) -> dict[str, Any]:
+async def _start(api, path: Path) -> str:
     form = aiohttp.FormData()
     form.add_field("video", path.read_bytes(), filename=path.name, content_type="video/mp4")
     resp = await api.post("/v1/checks", data=form)
     assert resp.status == 202, await resp.text()
-    check_id = (await resp.json())["id"]
+    return (await resp.json())["id"]
+
+
+async def _verdict(api, check_id: str) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + CHECK_TIMEOUT_S
     while True:
@@ -106,6 +130,10 @@ async def _check(api, path: Path) -> dict[str, Any]:
             return body["verdict"]
         assert loop.time() < deadline, f"check still {body['status']} after {CHECK_TIMEOUT_S} s"
         await asyncio.sleep(0.25)
+
+
+async def _check(api, path: Path) -> dict[str, Any]:
+    return await _verdict(api, await _start(api, path))
 
 
 async def test_adversarial_deepfake_is_caught_and_purified_back_to_manipulated(
@@ -148,3 +176,60 @@ async def test_clean_authentic_video_stays_authentic(api, worker, samples) -> No
     print(
         f"\nclean: scores {[p['score'] for p in verdict['timeline']]}; tamper {tampers}; {verdict['reason']}"
     )
+
+
+# The worker's line when a task starts purifying (worker/tasks/purify.py).
+STARTED = re.compile(r"purifying (\d+) crop\(s\) pid=(\d+) attempt=(\d+)")
+
+
+async def _wait_log(log: Path, pattern: re.Pattern[str], after: int = 0) -> re.Match[str]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CHECK_TIMEOUT_S
+    while (found := pattern.search(log.read_text(errors="replace"), after)) is None:
+        assert loop.time() < deadline, f"worker log has no {pattern.pattern!r}:\n{log.read_text()[-3000:]}"
+        await asyncio.sleep(0.1)
+    return found
+
+
+@pytest.mark.parametrize("pool", ["prefork"])
+# Every first attempt sleeps first, so the kill lands mid-task; few DIP steps: the rerun is quick.
+@pytest.mark.parametrize("extra", [{"purify_debug_sleep_s": 30.0, "purifier_iterations": 20}])
+async def test_a_worker_child_killed_mid_task_is_rerun_and_the_check_completes(
+    api, worker, adversarial
+) -> None:
+    check_id = await _start(api, adversarial[0])
+    started = await _wait_log(worker, STARTED)
+    assert started.group(3) == "1"
+    os.kill(int(started.group(2)), signal.SIGKILL)
+    verdict = await _verdict(api, check_id)
+    rerun = await _wait_log(worker, STARTED, after=started.end())
+    assert rerun.group(3) == "2" and rerun.group(2) != started.group(2)
+    tamper = verdict["tamper"]
+    assert verdict["label"] == "tampered" and tamper["suspicious_frames"] >= 1, verdict["reason"]
+    assert tamper["purified_frames"] == tamper["suspicious_frames"] and tamper["purify_failed"] == 0
+    print(f"\nkilled pid {started.group(2)}, rerun pid {rerun.group(2)}: {verdict['reason']}")
+
+
+@pytest.mark.parametrize("pool", ["prefork"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {
+            "purifier_iterations": 1_000_000,
+            "purify_soft_time_limit_s": 3.0,
+            "purify_time_limit_s": 15.0,
+            "broker_visibility_timeout_s": 20.0,
+        }
+    ],
+)
+async def test_purification_over_its_time_limit_fails_the_frames_with_a_reason_and_the_check_completes(
+    api, worker, adversarial
+) -> None:
+    verdict = await _check(api, adversarial[0])
+    tamper = verdict["tamper"]
+    assert verdict["label"] == "tampered" and tamper["suspicious_frames"] >= 1, verdict["reason"]
+    assert tamper["purify_failed"] == tamper["suspicious_frames"] and tamper["purified_frames"] == 0
+    failed = [p for p in verdict["timeline"] if p["purify_status"] == "failed"]
+    assert len(failed) == tamper["suspicious_frames"]
+    assert "purification exceeded its time limit (3 s)" in verdict["reason"], verdict["reason"]
+    print(f"\n{verdict['reason']}")
