@@ -82,6 +82,8 @@ def _broker(settings: Settings) -> tuple[str, dict[str, Any]]:
         "data_folder_in": str(queue),
         "data_folder_out": str(queue),
         "processed_folder": str(processed),
+        # Exchange bindings (kombu's default is ./control, relative to the worker's working directory).
+        "control_folder": str(root / "control"),
         # Kept files would pile up forever; unkept ones are moved to the temp dir and deleted.
         "store_processed": False,
         "polling_interval": EMBEDDED_POLL_INTERVAL_S,
