@@ -232,6 +232,27 @@ async def _pg_admin(sql: str) -> None:
         await conn.close()
 
 
+async def _db_cpu(args) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend serving the bench database ({} on SQLite)."""
+    if args.database != "postgres":
+        return {}
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", PG_DATABASE)
+    finally:
+        await conn.close()
+    table = _proc_table()
+    return {r["pid"]: table[r["pid"]][2] for r in rows if r["pid"] in table}
+
+
+def _db_cpu_used(before: dict[int, float], after: dict[int, float]) -> float | None:
+    if not after:
+        return None
+    return round(sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items()), 2)
+
+
 async def _prepare(args, data_dir: Path) -> tuple[str, dict[str, Any], bytes]:
     settings = Settings(data_dir=data_dir, model_dir=args.model_dir, port=PORT, device="cpu")
     url = settings.resolved_database_url
@@ -320,7 +341,7 @@ async def _run(args, data_dir: Path) -> dict:
                 await asyncio.sleep(0.2)
             idle, _ = _tree(server.pid)
             if args.capacity_seconds:
-                cpu0 = _tree(server.pid)[1]
+                cpu0, db0 = _tree(server.pid)[1], await _db_cpu(args)
                 out["capacity"] = await _h2load(
                     tokens["lookups"],
                     urls,
@@ -330,9 +351,10 @@ async def _run(args, data_dir: Path) -> dict:
                     log=data_dir / "capacity.log",
                 )
                 out["capacity"]["server_cpu_s"] = round(_tree(server.pid)[1] - cpu0, 2)
+                out["capacity"]["database_cpu_s"] = _db_cpu_used(db0, await _db_cpu(args))
             stop, peak = asyncio.Event(), [idle]
             watcher = asyncio.ensure_future(_watch_memory(server.pid, stop, peak))
-            cpu0 = _tree(server.pid)[1]
+            cpu0, db0 = _tree(server.pid)[1], await _db_cpu(args)
             until = time.monotonic() + args.seconds
             lookups, _ = await asyncio.gather(
                 _h2load(
@@ -347,6 +369,7 @@ async def _run(args, data_dir: Path) -> dict:
             )
             out["lookups"] = lookups
             out["server_cpu_s"] = round(_tree(server.pid)[1] - cpu0, 2)
+            out["database_cpu_s"] = _db_cpu_used(db0, await _db_cpu(args))
             stop.set()
             await watcher
             out["memory"] = {"idle_mb": round(idle / 2**20), "peak_mb": round(peak[0] / 2**20)}
