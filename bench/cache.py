@@ -41,7 +41,7 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import insert, text
+from sqlalchemy import insert, make_url, text
 
 from server.db.cache import model_ref
 from server.db.engine import create_engine
@@ -220,7 +220,9 @@ async def open_loop(port: int, rate: int, requests: list[bytes]) -> tuple[list[f
 
 def measure(kind: str, port: int, rate: int, requests: list[bytes], seconds: float) -> dict:
     """One open-loop run in a process of its own (not the server's, not the filler's)."""
+    cpu = time.process_time()
     lat, statuses, wall = asyncio.run(open_loop(port, rate, requests))
+    cpu = time.process_time() - cpu
     q = statistics.quantiles(lat, n=100)
     return {
         "kind": kind,
@@ -231,6 +233,7 @@ def measure(kind: str, port: int, rate: int, requests: list[bytes], seconds: flo
         "p99": q[98],
         "max": max(lat),
         "statuses": dict(statuses),
+        "generator_cpu_ms": cpu * 1000 / max(1, len(lat)),
         "load": os.getloadavg(),
     }
 
@@ -241,17 +244,40 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_phase(kind: str, server: int, rate: int, seconds: float, n: int, samples, rng) -> dict:
+def backend_cpu(database: str | None) -> dict[int, float]:
+    """CPU time of each PostgreSQL backend serving ``database`` (their titles name it)."""
+    out: dict[int, float] = {}
+    if not database:
+        return out
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and f" {database} " in (proc / "cmdline").read_text():
+                out[int(proc.name)] = cpu_seconds(int(proc.name))
+        except OSError:  # the process ended meanwhile
+            continue
+    return out
+
+
+def run_phase(
+    kind: str, server: int, database: str | None, rate: int, seconds: float, n: int, samples, rng
+) -> dict:
     requests = requests_for(kind, int(rate * seconds), n, samples, rng)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         pool.submit(os.getpid).result()  # the generator process is up before the clock starts
-        cpu = cpu_seconds(server)
+        cpu, pg = cpu_seconds(server), backend_cpu(database)
         r = pool.submit(measure, kind, PORT, rate, requests, seconds).result()
         r["server_cpu_ms"] = (cpu_seconds(server) - cpu) * 1000 / max(1, r["requests"])
+        after = backend_cpu(database)
+        # Backends that lived through the whole phase (the server's pooled connections).
+        busy = sum(after[pid] - pg[pid] for pid in after.keys() & pg.keys())
+        r["postgres_cpu_ms"] = busy * 1000 / max(1, r["requests"])
     print(
         f"  {kind:>14}: {r['requests']} requests, offered {r['offered']}/s, achieved {r['achieved']:.0f}/s — "
         f"p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, max {r['max']:.0f} ms; "
-        f"server CPU {r['server_cpu_ms']:.2f} ms/request; statuses {r['statuses']}; "
+        f"CPU ms/request: server {r['server_cpu_ms']:.2f}, generator {r['generator_cpu_ms']:.2f}"
+        + (f", PostgreSQL backends {r['postgres_cpu_ms']:.2f}" if database else "")
+        + "; "
+        f"statuses {r['statuses']}; "
         f"load {r['load'][0]:.1f}",
         flush=True,
     )
@@ -338,9 +364,11 @@ def main_run(args) -> None:
             except OSError:
                 time.sleep(0.2)
         rng = random.Random(1)
-        run_phase("url", server.pid, args.rate, 2, args.verdicts, samples, rng)  # warm-up
+        parsed = make_url(url)
+        database = parsed.database if parsed.get_backend_name() == "postgresql" else None
+        run_phase("url", server.pid, database, args.rate, 2, args.verdicts, samples, rng)  # warm-up
         for kind in args.phases.split(","):
-            run_phase(kind, server.pid, args.rate, args.seconds, args.verdicts, samples, rng)
+            run_phase(kind, server.pid, database, args.rate, args.seconds, args.verdicts, samples, rng)
     finally:
         server.terminate()
         server.wait(30)

@@ -265,7 +265,7 @@ async def _read(sessions: async_sessionmaker, fn: Callable[[Connection], T]) -> 
     state = _state(sessions)
     if state.reader is not None:
         return await state.reader.run(fn)
-    async with sessions.kw["bind"].connect() as conn:
+    async with state.engine.connect() as conn:
         return await conn.run_sync(fn)
 
 
@@ -319,6 +319,9 @@ class _State:
 
     hot: _HotKeys
     reader: _SqliteReader | None
+    # Look-ups only read, each query on its own: in autocommit they skip the BEGIN and ROLLBACK
+    # round trips PostgreSQL would otherwise get around every look-up.
+    engine: AsyncEngine
 
 
 _states: WeakKeyDictionary[async_sessionmaker, _State] = WeakKeyDictionary()
@@ -327,7 +330,10 @@ _states: WeakKeyDictionary[async_sessionmaker, _State] = WeakKeyDictionary()
 def _state(sessions: async_sessionmaker) -> _State:
     state = _states.get(sessions)
     if state is None:
-        state = _states[sessions] = _State(_HotKeys(), _reader(sessions.kw["bind"]))
+        engine = sessions.kw["bind"]
+        state = _states[sessions] = _State(
+            _HotKeys(), _reader(engine), engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         if state.reader is not None:
             weakref.finalize(sessions, state.reader.close)
     return state
