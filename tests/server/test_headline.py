@@ -25,10 +25,11 @@ import pytest
 import torch
 
 from server.db.migrate import upgrade
-from server.robust.tamper import TAMPER_FILENAME
+from server.robust.tamper import TAMPER_FILENAME, TamperScorer
 from server.samples import generate_samples
 from server.samples.adversarial import adversarial_sample
 from server.settings import REPO_ROOT, Settings
+from server.vision.checkpoint import load_card
 from server.worker_process import start_worker, stop_worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
@@ -52,8 +53,12 @@ def _one_thread() -> None:
 
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    # The default model ships its tamper calibration: without it this test must fail, not skip.
-    assert (MODEL_DIR / TAMPER_FILENAME).is_file(), f"{MODEL_DIR} has no {TAMPER_FILENAME}"
+    # The default model ships its tamper calibration, fitted on its weights: without one this test
+    # must fail, not skip.
+    weights = load_card(MODEL_DIR).weights_sha256
+    assert TamperScorer.load_for(MODEL_DIR, weights) is not None, (
+        f"{MODEL_DIR} has no {TAMPER_FILENAME} fitted on its weights: run `unmask tamper fit`"
+    )
     root = tmp_path_factory.mktemp("headline")
     manifest = generate_samples(root, **SAMPLES)
     real = next(v["file"] for v in manifest["videos"] if v["label"] == "real")
