@@ -20,6 +20,7 @@ from server.robust.adaptive import TamperAwarePGD, squeezer_transforms
 from server.robust.attacks import CWL2, EOTPGD, FGSM, PGD, Attack
 from server.robust.calibrate import evenly, quantize
 from server.robust.dip import Purifier
+from server.robust.dip_prefilter import resize
 from server.robust.purification import purifier_config
 from server.robust.tamper.score import CALIBRATION_BATCH, TamperScorer
 from server.vision.calibration import apply_calibration
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 # False-positive rate at which "TPR @ 5 % FPR" re-reads the tamper threshold from held-out clean
 # crops (issue #4: ≥ 95 % TPR at ≤ 5 % FPR), whatever rate the calibration targets.
 REPORT_FPR = 0.05
+# Iterations between the points of the purification curve (restore / retain along the fit).
+CURVE_EVERY = 100
 # Forward passes are batched this large when only scoring (no autograd, small crops).
 SCORE_BATCH = 128
 # Self-blended pseudo-fakes per real crop when training a substitute / Lipschitz detector,
@@ -376,10 +379,17 @@ def purification_section(
     batch = torch.stack(images)
     labels = np.r_[np.ones(len(fooled)), np.zeros(n_other_real), np.ones(len(other_fakes))].astype(bool)
     config = purifier_config(cfg.purifier, iterations=cfg.purifier_iterations)
-    result = Purifier(config).purify(batch)
+    k = len(fooled)
+    seen: dict[int, dict[int, bool]] = {}
+
+    def trace(it: int, idx: list[int], outputs: torch.Tensor) -> None:
+        if it % CURVE_EVERY == 0:
+            out = resize(outputs.float(), tuple(batch.shape[-2:])).clamp(0, 1)
+            seen.setdefault(it, {}).update(zip(idx, target.says_fake(quantize(out)).tolist(), strict=True))
+
+    result = Purifier(config).purify(batch, trace=trace)
     after = target.says_fake(quantize(result.images))
     right = after == labels
-    k = len(fooled)
     others = right[k:]
     by_attack: dict[str, list[int]] = {}
     for (name, _), ok in zip(fooled, after[:k], strict=True):
@@ -400,7 +410,30 @@ def purification_section(
         "restore_by_attack": {name: float(np.mean(v)) for name, v in by_attack.items()},
         "seconds_per_crop": round(result.seconds / len(batch), 2),
         "iterations": int(np.median(result.iterations)),
+        "curve": _curve(seen, labels, k, n_other_real),
     }
+
+
+def _curve(
+    seen: dict[int, dict[int, bool]], labels: np.ndarray, k: int, n_other_real: int
+) -> list[dict[str, Any]]:
+    """Restore / retain rates of the outputs along the fit, every ``CURVE_EVERY`` iterations
+    (only where every crop was still being fitted: a fixed-iteration budget, or before any stop)."""
+    rows = []
+    for it in sorted(seen):
+        if len(seen[it]) != len(labels):
+            continue
+        says = np.array([seen[it][i] for i in range(len(labels))])
+        right = says == labels
+        rows.append(
+            {
+                "iteration": it,
+                "restore_rate": float(says[:k].mean()) if k else None,
+                "retain_rate": float(right[k:].mean()) if len(labels) > k else None,
+                "retain_real": float(right[k : k + n_other_real].mean()) if n_other_real else None,
+            }
+        )
+    return rows
 
 
 def trained_model(name: str, cfg: RobustnessConfig, **overrides: Any) -> Target:

@@ -148,6 +148,23 @@ def purification_lines(p: dict[str, Any]) -> list[str]:
         "",
         f"Preset `{p['preset']}` (config {p['config_version']}), {p['iterations']} iterations, "
         f"{p['seconds_per_crop']} s per crop. Restored by attack: {by}.",
+        *_curve_lines(p.get("curve") or []),
+    ]
+
+
+def _curve_lines(curve: list[dict[str, Any]]) -> list[str]:
+    """Restore / retain along the fit (the same run's outputs at earlier iterations)."""
+    if len(curve) < 2:
+        return []
+    return [
+        "",
+        "Along the same fits (outputs read at earlier iterations):",
+        "",
+        "| iteration | " + " | ".join(str(c["iteration"]) for c in curve) + " |",
+        "|---|" + "---|" * len(curve),
+        "| fooled fakes restored | " + " | ".join(_pct(c["restore_rate"]) for c in curve) + " |",
+        "| other crops still right | " + " | ".join(_pct(c["retain_rate"]) for c in curve) + " |",
+        "| reals still real | " + " | ".join(_pct(c["retain_real"]) for c in curve) + " |",
     ]
 
 

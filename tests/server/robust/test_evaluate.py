@@ -30,6 +30,7 @@ TINY_RUN = {
     "adaptive": {"n": 2, "steps": 2, "lam": 1.0},
     "tamper_eps": (0.02,),
     "pgd_steps": 2,
+    "purifier_iterations": 200,  # the tiny preset for 200 fixed iterations: two points of the curve
 }
 
 
@@ -87,7 +88,10 @@ def test_tamper_rows_cover_every_attack_including_the_adaptive_ones(result: dict
 
 def test_purification_and_the_written_report(result: dict) -> None:
     p = result["purification"]
-    assert p["preset"] == "tiny" and p["n_other"] >= 1
+    assert p["preset"] == "tiny" and p["n_other"] >= 1 and p["iterations"] == 200
+    assert [c["iteration"] for c in p["curve"]] == [100, 200]
+    assert p["curve"][-1]["restore_rate"] == p["restore_rate"]  # the last point is the result
+    assert p["curve"][-1]["retain_rate"] == p["retain_rate"]
     files = {k: Path(v) for k, v in result["files"].items()}
     assert all(f.is_file() for f in files.values())
     assert files["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -96,6 +100,7 @@ def test_purification_and_the_written_report(result: dict) -> None:
     md = files["markdown"].read_text()
     assert "| FGSM white-box |" in md and f"{PAPER['resnet18']['fgsm_blackbox']:.1f}" in md
     assert "## Tamper check" in md and "## DIP purification" in md and "load average" in md
+    assert "| iteration | 100 | 200 |" in md
 
 
 def test_markdown_without_tamper_or_lipschitz_says_so(result: dict) -> None:
