@@ -218,7 +218,7 @@ async def open_loop(port: int, rate: int, requests: list[bytes]) -> tuple[list[f
     return lat, statuses, time.perf_counter() - start
 
 
-def measure(kind: str, port: int, rate: int, requests: list[bytes], seconds: float) -> dict:
+def measure(kind: str, port: int, rate: int, requests: list[bytes]) -> dict:
     """One open-loop run in a process of its own (not the server's, not the filler's)."""
     cpu = time.process_time()
     lat, statuses, wall = asyncio.run(open_loop(port, rate, requests))
@@ -265,7 +265,7 @@ def run_phase(
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         pool.submit(os.getpid).result()  # the generator process is up before the clock starts
         cpu, pg = cpu_seconds(server), backend_cpu(database)
-        r = pool.submit(measure, kind, PORT, rate, requests, seconds).result()
+        r = pool.submit(measure, kind, PORT, rate, requests).result()
         r["server_cpu_ms"] = (cpu_seconds(server) - cpu) * 1000 / max(1, r["requests"])
         after = backend_cpu(database)
         # Backends that lived through the whole phase (the server's pooled connections).
