@@ -7,6 +7,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 # Muxer options per layout: how the index is placed decides whether a file can be decoded
@@ -53,7 +54,14 @@ def write_video(
                 stream.options = opts
                 if gop is not None:
                     stream.codec_context.gop_size = gop
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            frame = np.ascontiguousarray(frame)
+            if stream.pix_fmt == "yuv420p":
+                # Convert RGB→YUV (BT.601, limited range, as swscale does) before the encoder:
+                # with PyAV's own conversion the encoded bytes varied between runs (measured:
+                # the first encode in a process differed); this way every encode is identical.
+                vf = av.VideoFrame.from_ndarray(cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+            else:
+                vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
             for packet in stream.encode(vf):
                 out.mux(packet)
         if stream is None:

@@ -133,8 +133,8 @@ def test_committed_default_model_is_a_demo_and_loads() -> None:
     root = Path(__file__).resolve().parents[3] / "models" / "default"
     det = Detector.load(root, device="cpu")
     assert det.card.demo is True and det.card.architecture == "unmask_tiny"
-    # The issue targets 0.95; the committed demo model measures 0.929 (docs/DETECTOR.md says why).
-    assert det.card.metrics["test_frame"]["auroc"] >= 0.9
+    # The issue's target: frame-level AUROC >= 0.95 on the held-out sample videos (measured 0.961).
+    assert det.card.metrics["test_frame"]["auroc"] >= 0.95
     assert (root / "model.safetensors").stat().st_size < 5 * 1024 * 1024
     probs = det.predict([np.zeros((128, 128, 3), np.uint8)])
     assert probs.shape == (1,) and 0.0 <= float(probs[0]) <= 1.0
