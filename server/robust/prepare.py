@@ -21,7 +21,7 @@ from typing import Any
 from server.vision.checkpoint import load_card
 
 # The sample sets of models/build_default.py (TRAIN_SET / TEST_SET there): same seeds, sizes, counts.
-TRAIN_SET = {"n_real": 40, "n_fake": 24, "seconds": 3.0, "size": 320, "seed": 101}
+TRAIN_SET = {"n_real": 48, "n_fake": 48, "seconds": 3.0, "size": 320, "seed": 101}
 TEST_SET = {"n_real": 12, "n_fake": 12, "seconds": 3.0, "size": 320, "seed": 202}
 # Training crops: every 3rd frame, as the default detector was trained on.
 TRAIN_CROP_EVERY = 3
