@@ -50,7 +50,7 @@ def cmd_eval_robustness(args: argparse.Namespace) -> int:
         prepared = prepare(args.samples, args.model_dir, refit_tamper=args.refit_tamper, log=_log)
         data = data or prepared.test_videos
         train_data = train_data or prepared.train_crops
-        models_dir = Path(args.samples) / "models"
+        models_dir = prepared.models
     if data is None:
         raise ConfigError("eval-robustness needs --data (a held-out sample folder) or --samples DIR")
     paths = {

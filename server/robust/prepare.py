@@ -48,6 +48,7 @@ class Prepared:
     test_videos: Path
     train_videos: Path
     train_crops: Path
+    models: Path  # substitute / Lipschitz detectors trained on these training crops
     tamper: str  # "kept" (matched the weights) or "fitted"
 
 
@@ -121,4 +122,6 @@ def prepare(
     tamper = ensure_tamper(model_dir, crops, refit=refit_tamper)
     if tamper == "fitted":
         log(f"fitted {model_dir}/tamper.json on {crops}")
-    return Prepared(test_videos=test, train_videos=train, train_crops=crops, tamper=tamper)
+    # Keyed by the crops: new training data trains new substitute / Lipschitz detectors.
+    models = directory / "models" / (crops / _MARKER).read_text()[:16]
+    return Prepared(test_videos=test, train_videos=train, train_crops=crops, models=models, tamper=tamper)

@@ -94,7 +94,8 @@ def test_cli_samples_and_doc(
     result = json.loads((tmp_path / "out" / "eval_robustness.json").read_text())
     assert result["data"]["path"] == str(tmp_path / "w" / "test_videos")
     assert result["config"]["train_data"] == str(tmp_path / "w" / "train_crops")
-    assert (tmp_path / "w" / "models" / "substitute").is_dir()  # trained beside the samples, not in --out
+    # trained beside the samples (keyed by the training crops), not in --out
+    assert [p.name for p in (tmp_path / "w" / "models").glob("*/substitute")] == ["substitute"]
     assert not (tmp_path / "out" / "models").exists()
     assert "tamper" in result and "skipped" not in result["tamper"]
     text = doc.read_text()
