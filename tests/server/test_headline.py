@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 import torch
 
+from server.analysis.verdict import MIN_TAMPERED_FRAMES
 from server.db.migrate import upgrade
 from server.robust.tamper import TAMPER_FILENAME, TamperScorer
 from server.samples import generate_samples
@@ -176,7 +177,8 @@ async def test_clean_authentic_video_stays_authentic(api, worker, samples) -> No
     verdict = await _check(api, samples["real"])
     tampers = [p["tamper"] for p in verdict["timeline"]]
     assert verdict["label"] == "authentic", (verdict["reason"], tampers, verdict["tamper"]["threshold"])
-    assert verdict["tamper"]["suspicious_frames"] == 0
+    # A single flagged frame (the check's per-frame false positives) must not make it tampered.
+    assert verdict["tamper"]["suspicious_frames"] < MIN_TAMPERED_FRAMES
     assert verdict["tamper"]["threshold"] is not None  # the check did run
     print(
         f"\nclean: scores {[p['score'] for p in verdict['timeline']]}; tamper {tampers}; {verdict['reason']}"
