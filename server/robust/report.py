@@ -102,7 +102,8 @@ def _video_line(v: dict[str, Any] | None) -> list[str]:
         "",
         f"Per video: {_pct(v['with_1_flag'])} % of the {v['n']} clean videos have at least one flagged crop "
         f"and {_pct(v['with_2_flags'])} % at least two ({v['crops_per_video']} crops per video here; the "
-        "service samples 2 frames/s and calls a video tampered on one suspicious frame).",
+        "service samples 2 frames/s and labels a video tampered from 2 suspicious face frames and 10 % "
+        "of them; one flagged frame is purified and re-scored).",
     ]
 
 
