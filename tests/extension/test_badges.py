@@ -11,6 +11,7 @@ import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import cv2
@@ -49,6 +50,12 @@ def settled(page, count: int):  # type: ignore[no-untyped-def]
     return badges
 
 
+def to_fixed(x: float, digits: int) -> str:
+    """JavaScript's ``Number.prototype.toFixed``: ties of the exact binary value round up (Python's
+    format rounds them to even, so 0.5625 gave 0.562 here and 0.563 in the panel)."""
+    return str(Decimal(x).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
 def assert_panel(frame, unmask: str, *, state: str, cached: bool) -> dict:  # type: ignore[no-untyped-def]
     """The details panel shows the server's verdict; returns that check as the server has it."""
     card = get_json(f"{unmask}/v1/models")["active"]
@@ -62,7 +69,7 @@ def assert_panel(frame, unmask: str, *, state: str, cached: bool) -> dict:  # ty
         expect(frame.locator("#score")).to_have_text("n/a")
     else:
         expect(frame.locator("#score")).to_have_text(
-            re.compile(rf"^{verdict['score']:.3f} \(\d+% likely manipulated")
+            re.compile(rf"^{to_fixed(verdict['score'], 3)} \(\d+% likely manipulated")
         )
     faces = verdict["faces"]
     expect(frame.locator("#faces")).to_have_text(
