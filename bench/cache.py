@@ -290,7 +290,11 @@ def filled(data_dir: Path, url: str, ref: str, n: int) -> list[list[int]] | None
         return None
     info = json.loads(marker.read_text())
     if info["url"] != url or info["ref"] != ref or info["verdicts"] != n:
-        return None
+        # Filling again would collide with the earlier fill's check ids.
+        raise SystemExit(
+            f"{data_dir} holds {info['verdicts']} verdicts of {info['ref']} in {info['url']}, not {n} of "
+            f"{ref} in {url}: pass an empty --data-dir (and a fresh database)"
+        )
     return info["samples"]
 
 
