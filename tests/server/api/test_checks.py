@@ -131,11 +131,15 @@ async def test_unknown_check_is_404(api) -> None:
 async def test_a_finished_check_stores_face_thumbnails_for_its_report(api, media_dir: Path) -> None:
     from server.db.thumbnails import get_thumbnails
     from server.keys import sessions_key
+    from server.report.thumbs import FACE_THUMBNAILS
 
     created = await (await api.post("/v1/checks", data=_form(media_dir / "face.mp4"))).json()
-    await _wait_done(api, created["id"])
+    body = await _wait_done(api, created["id"])
     thumbs = await get_thumbnails(api.app[sessions_key], created["id"])
-    assert 1 <= len(thumbs) <= 6
+    # The first face frames, as many as the report shows (no frame is suspicious here).
+    face_frames = [p["index"] for p in body["verdict"]["timeline"] if p["score"] is not None]
+    assert face_frames
+    assert sorted(t.index for t in thumbs) == face_frames[:FACE_THUMBNAILS]
     assert all(t.kind == "face" and t.jpeg[:2] == b"\xff\xd8" for t in thumbs)
     page = await api.get(f"/checks/{created['id']}")
     assert page.status == 200
