@@ -3,6 +3,7 @@ stop and restart them."""
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import shutil
@@ -10,11 +11,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from tests.worker.conftest import workers  # noqa: F401 - the worker-subprocess fixture
 
@@ -183,3 +186,47 @@ def own_postgres() -> Iterator[OwnPostgres]:
         if (server.data / "postmaster.pid").exists():
             server.stop("immediate")
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def distinct_video(video: bytes, i: int) -> bytes:
+    """The same MP4 with a trailing ``free`` box: valid, but a different file (no cache hit)."""
+    return video + (12).to_bytes(4, "big") + b"free" + i.to_bytes(4, "big")
+
+
+@dataclass
+class HeldMedia:
+    """A loopback server of ``/{i}.mp4`` (the face video made distinct by ``i``) whose last fifth
+    waits for ``release``: a check fetching it is surely mid-run. ``fetches`` lists the paths asked."""
+
+    server: TestServer
+    release: asyncio.Event
+    fetches: list[str]
+
+    def url(self, i: int) -> str:
+        return f"http://127.0.0.1:{self.server.port}/{i}.mp4"
+
+
+@pytest.fixture
+async def held_media(media_dir: Path) -> AsyncIterator[HeldMedia]:
+    video = (media_dir / "face.mp4").read_bytes()
+    release = asyncio.Event()
+    fetches: list[str] = []
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        fetches.append(request.path)
+        body = distinct_video(video, int(request.match_info["i"]))
+        resp = web.StreamResponse(headers={"Content-Type": "video/mp4", "Content-Length": str(len(body))})
+        await resp.prepare(request)
+        cut = len(body) * 4 // 5
+        await resp.write(body[:cut])
+        await release.wait()
+        await resp.write(body[cut:])
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/{i}.mp4", held)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield HeldMedia(server, release, fetches)
+    release.set()
+    await server.close()

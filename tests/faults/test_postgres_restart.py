@@ -15,8 +15,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -24,6 +22,7 @@ from server.db.engine import create_engine, is_transient, retry_db, session_fact
 from server.db.migrate import upgrade
 from server.db.models import Verdict
 from server.settings import Settings
+from tests.faults.conftest import distinct_video
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(240)]
 
@@ -31,39 +30,6 @@ URL_CHECKS = 2
 UPLOADS = 6
 DOWN_S = 2.0
 TIMEOUT_S = 150.0
-
-
-def _distinct(video: bytes, i: int) -> bytes:
-    """The same MP4 with a trailing ``free`` box: valid, but a different file (no cache hit)."""
-    return video + (12).to_bytes(4, "big") + b"free" + i.to_bytes(4, "big")
-
-
-@pytest.fixture
-async def gated_media(media_dir: Path):
-    """Serves videos whose last fifth waits for ``gate``: their checks are surely mid-run.
-
-    (The server reads the first 64 KiB before it accepts a URL check; the video is 85 kB.)
-    """
-    video = (media_dir / "face.mp4").read_bytes()
-    gate = asyncio.Event()
-
-    async def gated(request: web.Request) -> web.StreamResponse:
-        body = _distinct(video, int(request.match_info["i"]))
-        resp = web.StreamResponse(headers={"Content-Type": "video/mp4", "Content-Length": str(len(body))})
-        await resp.prepare(request)
-        cut = len(body) * 4 // 5
-        await resp.write(body[:cut])
-        await gate.wait()
-        await resp.write(body[cut:])
-        return resp
-
-    app = web.Application()
-    app.router.add_get("/gated/{i}.mp4", gated)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    yield server, gate
-    gate.set()
-    await server.close()
 
 
 async def _status(api, check_id: str) -> dict:
@@ -97,7 +63,7 @@ async def _upload(api, data: bytes) -> str:
 async def test_postgres_restart_mid_run(
     aiohttp_client,
     own_postgres,
-    gated_media,
+    held_media,
     tiny_checkpoint: Path,
     media_dir: Path,
     tmp_path: Path,
@@ -106,7 +72,7 @@ async def test_postgres_restart_mid_run(
     from server.app import create_app
 
     caplog.set_level(logging.WARNING, logger="server.db.engine")
-    media, gate = gated_media
+    media, gate = held_media.server, held_media.release
     url = own_postgres.create_database("unmask")
     await asyncio.to_thread(upgrade, url)
     settings = Settings(
@@ -125,10 +91,10 @@ async def test_postgres_restart_mid_run(
     # URL checks hold their first part (and frames from it), uploads queue behind them.
     ids = []
     for i in range(URL_CHECKS):
-        resp = await api.post("/v1/checks", json={"url": f"http://127.0.0.1:{media.port}/gated/{i}.mp4"})
+        resp = await api.post("/v1/checks", json={"url": held_media.url(i)})
         assert resp.status == 202, await resp.text()
         ids.append((await resp.json())["id"])
-    ids += [await _upload(api, _distinct(video, 100 + i)) for i in range(UPLOADS)]
+    ids += [await _upload(api, distinct_video(video, 100 + i)) for i in range(UPLOADS)]
     while not all([(await _status(api, i))["frames_analyzed"] for i in ids[:URL_CHECKS]]):
         await asyncio.sleep(0.1)
     in_flight = sum([(await _status(api, i))["status"] not in ("done", "failed") for i in ids])
@@ -154,10 +120,10 @@ async def test_postgres_restart_mid_run(
 
     # The same server process takes new work on fresh connections.
     assert (await api.get("/readyz")).status == 200
-    after = await _upload(api, _distinct(video, 999))
+    after = await _upload(api, distinct_video(video, 999))
     ids.append(after)
     assert (await _wait_finished(api, [after]))[after]["status"] == "done"
-    cached = await api.get("/v1/verdicts", params={"url": f"http://127.0.0.1:{media.port}/gated/0.mp4"})
+    cached = await api.get("/v1/verdicts", params={"url": held_media.url(0)})
     assert cached.status == 200, await cached.text()
 
     engine = create_engine(url)

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from tests.faults.conftest import _free_port
 
@@ -21,32 +19,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 READY_S = 90.0
 DONE_S = 90.0
-
-
-@pytest.fixture
-async def held_video(media_dir: Path):
-    """A video whose last fifth is held back until ``release`` is set (the first fetch never ends)."""
-    video = (media_dir / "face.mp4").read_bytes()
-    release = asyncio.Event()
-    fetches: list[str] = []
-
-    async def held(request: web.Request) -> web.StreamResponse:
-        fetches.append(request.path)
-        resp = web.StreamResponse(headers={"Content-Type": "video/mp4", "Content-Length": str(len(video))})
-        await resp.prepare(request)
-        cut = len(video) * 4 // 5
-        await resp.write(video[:cut])
-        await release.wait()
-        await resp.write(video[cut:])
-        return resp
-
-    app = web.Application()
-    app.router.add_get("/held.mp4", held)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    yield server, release, fetches
-    release.set()
-    await server.close()
 
 
 def _serve(env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -81,9 +53,9 @@ async def _check(http: aiohttp.ClientSession, base: str, check_id: str) -> dict:
 
 
 async def test_url_check_accepted_before_a_crash_is_fetched_again(
-    held_video, tiny_checkpoint: Path, tmp_path: Path
+    held_media, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
-    media, release, fetches = held_video
+    release, fetches = held_media.release, held_media.fetches
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
@@ -95,11 +67,11 @@ async def test_url_check_accepted_before_a_crash_is_fetched_again(
         "UNMASK_DEVICE": "cpu",
         "UNMASK_TORCH_THREADS": "1",
         "UNMASK_INSTANCE_ID": "crash-test",
-        "UNMASK_FETCH_ALLOW_HOSTS": f"127.0.0.1:{media.port}",
+        "UNMASK_FETCH_ALLOW_HOSTS": f"127.0.0.1:{held_media.server.port}",
         "UNMASK_LOG_LEVEL": "WARNING",
     }
     log = tmp_path / "server.log"
-    url = f"http://127.0.0.1:{media.port}/held.mp4"
+    url = held_media.url(0)
     server = _serve(env, log)
     try:
         async with aiohttp.ClientSession() as http:
@@ -123,7 +95,7 @@ async def test_url_check_accepted_before_a_crash_is_fetched_again(
                 await asyncio.sleep(0.2)
             assert body["status"] == "done", body
             assert body["verdict"]["frames_analyzed"] == 6, "the crashed run's frames are replaced"
-            assert fetches == ["/held.mp4", "/held.mp4"], "fetched once before the crash and once after"
+            assert fetches == ["/0.mp4", "/0.mp4"], "fetched once before the crash and once after"
             async with http.get(f"{base}/v1/verdicts", params={"url": url}) as r:
                 assert r.status == 200 and (await r.json())["check_id"] == check_id
     finally:
