@@ -34,6 +34,11 @@ EMBEDDED_POLL_INTERVAL_S = 0.1
 # the queue; kombu's default (10 s × throttle 10) would add minutes on top of the visibility timeout.
 MAX_RESTORE_INTERVAL_S = 10.0
 
+# Redis: the lock a restore sweep holds expires after this many seconds at most. kombu's default
+# (300 s) means a worker killed mid-sweep holds back every redelivery for five minutes; a sweep
+# takes milliseconds, so a bound well under the visibility timeout is safe.
+MAX_RESTORE_LOCK_S = 30.0
+
 # See worker_lost_wait below.
 WORKER_LOST_WAIT_S = 1.0
 
@@ -69,6 +74,7 @@ def _broker(settings: Settings) -> tuple[str, dict[str, Any]]:
             "visibility_timeout": vt,
             "unacked_restore_interval": max(1, min(MAX_RESTORE_INTERVAL_S, vt / 4)),
             "unacked_restore_throttle": 1,
+            "unacked_mutex_expire": int(max(1, min(MAX_RESTORE_LOCK_S, vt / 2))),
             "socket_connect_timeout": 5,
         }
     # Filesystem transport: a message is one file; taking it is a rename, so it needs no server.

@@ -115,6 +115,7 @@ def _web_ext() -> list[str] | None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(LINT_TIMEOUT_S + 60)
 def test_web_ext_lint_passes_on_the_firefox_build(tmp_path):
     command = _web_ext()
     if command is None:

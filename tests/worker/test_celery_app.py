@@ -51,10 +51,12 @@ def test_redis_gets_the_visibility_timeout_in_its_transport_options(tmp_path: Pa
         opts["visibility_timeout"],
         opts["unacked_restore_interval"],
         opts["unacked_restore_throttle"],
+        opts["unacked_mutex_expire"],
     ) == (
         900,
         10,
         1,
+        30,  # a worker killed mid-sweep holds redeliveries back 30 s, not kombu's 300 s
     )
     assert not (tmp_path / "broker").exists()
     app.close()
