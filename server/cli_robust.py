@@ -1,4 +1,4 @@
-"""``unmask tamper fit``, ``unmask eval-robustness`` and ``unmask adversarial-video``."""
+"""``unmask tamper fit``, ``unmask purify fit``, ``unmask eval-robustness``, ``unmask adversarial-video``."""
 
 from __future__ import annotations
 
@@ -33,6 +33,33 @@ def cmd_tamper_fit(args: argparse.Namespace) -> int:
         f"wrote {args.model_dir / TAMPER_FILENAME}: threshold {scorer.threshold:.4f}, out-of-fold FPR "
         f"{s['clean_fpr']:.3f} on {s['n_clean']} clean crops, TPR {s['attacked_tpr']:.3f} on "
         f"{s['n_attacked']} attacked crops (in-sample by family: {s['family_tpr']}), {s['fit_seconds']} s"
+    )
+    return 0
+
+
+def cmd_purify_fit(args: argparse.Namespace) -> int:
+    """Fit the purified-crop threshold of a detector and purifier preset and write its purify.json."""
+    import torch
+
+    from server.robust.purify_calibration import PURIFY_FILENAME
+    from server.robust.purify_fit import fit_purified_threshold
+
+    torch.set_num_threads(args.threads)
+    cal = fit_purified_threshold(
+        args.model_dir,
+        args.data,
+        preset=args.purifier,
+        iterations=args.purifier_iterations,
+        per_group=args.per_group,
+        every=args.every,
+    )
+    s = cal.stats
+    print(
+        f"wrote {args.model_dir / PURIFY_FILENAME}: purified-crop threshold {cal.threshold:.4f} "
+        f"(card {s['card_threshold']:.4f}) for purifier {cal.purifier_version}; on the purified training "
+        f"crops reals {s['real_right']:.3f}, fakes {s['fake_right']:.3f}, attacked fakes "
+        f"{s['attacked_right']:.3f} right (card threshold: reals {s['card_real_right']:.3f}, fakes "
+        f"{s['card_fake_right']:.3f}); {s['seconds_per_crop']} s per crop, {s['fit_seconds']} s"
     )
     return 0
 
@@ -147,6 +174,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_tamper_fit)
+
+    purify = sub.add_parser("purify", help="DIP purification: fit the threshold for purified crops")
+    psub = purify.add_subparsers(dest="purify_command", required=True)
+    p = psub.add_parser(
+        "fit", help="fit purify.json for a detector and purifier preset on purified training crops"
+    )
+    p.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
+    p.add_argument(
+        "--data", type=Path, required=True, help="training sample folder (real/ and fake/ videos or crops)"
+    )
+    p.add_argument("--purifier", choices=["cpu", "tiny", "fast", "paper"], default="cpu", help="DIP preset")
+    p.add_argument("--purifier-iterations", type=int, default=0, help="as the workers' setting (0: preset)")
+    p.add_argument("--per-group", type=int, default=48, help="reals, fakes and attacked fakes purified, each")
+    p.add_argument("--every", type=int, default=1, help="one crop per this many video frames")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_purify_fit)
 
     p = sub.add_parser("eval-robustness", help="the paper's robustness table (attacks, tamper check, DIP)")
     p.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)

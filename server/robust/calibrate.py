@@ -132,9 +132,9 @@ def mixed_attacks(
     kinds = [(attack, eps) for eps in eps_values for attack in ("fgsm", "pgd")]
     out = torch.empty_like(images)
     for k, (attack, eps) in enumerate(kinds):
+        if k >= len(images):  # fewer images than kinds (torch.arange refuses an empty range here)
+            break
         idx = torch.arange(k, len(images), len(kinds))
-        if not len(idx):
-            continue
         if attack == "fgsm":
             make = FGSM(model, eps)
         else:

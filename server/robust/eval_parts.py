@@ -22,6 +22,7 @@ from server.robust.calibrate import evenly, quantize
 from server.robust.dip import Purifier
 from server.robust.dip_prefilter import resize
 from server.robust.purification import purifier_config
+from server.robust.purify_calibration import PURIFY_FILENAME, PurifiedThreshold
 from server.robust.tamper.score import CALIBRATION_BATCH, TamperScorer
 from server.vision.calibration import apply_calibration
 from server.vision.card import ModelCard
@@ -379,51 +380,70 @@ def purification_section(
     batch = torch.stack(images)
     labels = np.r_[np.ones(len(fooled)), np.zeros(n_other_real), np.ones(len(other_fakes))].astype(bool)
     config = purifier_config(cfg.purifier, iterations=cfg.purifier_iterations)
+    # The cut a worker applies to purified crops: purify.json when it belongs to these weights
+    # and this purifier config (fitted on purified training crops), else the card's.
+    calibration = PurifiedThreshold.load_for(target.path, target.card.weights_sha256, config.version())
+    threshold = target.card.threshold if calibration is None else calibration.threshold
     k = len(fooled)
-    seen: dict[int, dict[int, bool]] = {}
+    seen: dict[int, dict[int, float]] = {}
 
     def trace(it: int, idx: list[int], outputs: torch.Tensor) -> None:
         if it % CURVE_EVERY == 0:
             out = resize(outputs.float(), tuple(batch.shape[-2:])).clamp(0, 1)
-            seen.setdefault(it, {}).update(zip(idx, target.says_fake(quantize(out)).tolist(), strict=True))
+            seen.setdefault(it, {}).update(zip(idx, target.prob(quantize(out)).tolist(), strict=True))
 
     result = Purifier(config).purify(batch, trace=trace)
-    after = target.says_fake(quantize(result.images))
-    right = after == labels
-    others = right[k:]
+    probs = target.prob(quantize(result.images))
+    rates = _purified_rates(probs >= threshold, labels, k, n_other_real)
     by_attack: dict[str, list[int]] = {}
-    for (name, _), ok in zip(fooled, after[:k], strict=True):
+    for (name, _), ok in zip(fooled, probs[:k] >= threshold, strict=True):
         by_attack.setdefault(name, []).append(int(ok))
     return {
         "preset": cfg.purifier,
         "config_version": config.version(),
+        "threshold": threshold,
+        "threshold_source": "card" if calibration is None else PURIFY_FILENAME,
+        "calibration": None if calibration is None else calibration.to_dict(),
         "n_fooled": k,
-        "restored": int(after[:k].sum()),
-        "restore_rate": float(after[:k].mean()) if k else None,
-        "n_other": len(others),
+        "n_other": len(labels) - k,
         "n_other_real": n_other_real,
-        "retained": int(others.sum()),
-        "retain_rate": float(others.mean()) if len(others) else None,
-        "retain_real": float(right[k : k + n_other_real].mean()) if n_other_real else None,
-        "retain_fake": float(right[k + n_other_real :].mean()) if len(other_fakes) else None,
-        "accuracy": float(right.mean()),
+        **rates,
+        # The same outputs judged by the card's threshold (what Unmask did without purify.json).
+        "card_threshold": _purified_rates(probs >= target.card.threshold, labels, k, n_other_real),
         "restore_by_attack": {name: float(np.mean(v)) for name, v in by_attack.items()},
         "seconds_per_crop": round(result.seconds / len(batch), 2),
         "iterations": int(np.median(result.iterations)),
-        "curve": _curve(seen, labels, k, n_other_real),
+        "curve": _curve(seen, labels, k, n_other_real, target.card.threshold),
+    }
+
+
+def _purified_rates(says: np.ndarray, labels: np.ndarray, k: int, n_other_real: int) -> dict[str, Any]:
+    """The paper's measure from decisions on purified crops: the first ``k`` are fooled fakes,
+    then ``n_other_real`` clean reals, then fakes the detector had right."""
+    right = says == labels
+    others = right[k:]
+    return {
+        "restored": int(says[:k].sum()),
+        "restore_rate": float(says[:k].mean()) if k else None,
+        "retained": int(others.sum()),
+        "retain_rate": float(others.mean()) if len(others) else None,
+        "retain_real": float(right[k : k + n_other_real].mean()) if n_other_real else None,
+        "retain_fake": float(right[k + n_other_real :].mean()) if len(others) > n_other_real else None,
+        "accuracy": float(right.mean()),
     }
 
 
 def _curve(
-    seen: dict[int, dict[int, bool]], labels: np.ndarray, k: int, n_other_real: int
+    seen: dict[int, dict[int, float]], labels: np.ndarray, k: int, n_other_real: int, threshold: float
 ) -> list[dict[str, Any]]:
     """Restore / retain rates of the outputs along the fit, every ``CURVE_EVERY`` iterations
-    (only where every crop was still being fitted: a fixed-iteration budget, or before any stop)."""
+    (only where every crop was still being fitted: a fixed-iteration budget, or before any stop),
+    at the card's ``threshold`` (a purified-crop threshold is fitted for the final output only)."""
     rows = []
     for it in sorted(seen):
         if len(seen[it]) != len(labels):
             continue
-        says = np.array([seen[it][i] for i in range(len(labels))])
+        says = np.array([seen[it][i] for i in range(len(labels))]) >= threshold
         right = says == labels
         rows.append(
             {

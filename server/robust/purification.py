@@ -21,6 +21,7 @@ import torch
 from server import limits
 from server.db.purify_models import PurifyStatus
 from server.robust.dip import DIPConfig, Purifier
+from server.robust.purify_calibration import PurifiedThreshold
 from server.robust.purify_store import Outcome, PurifyStore, detector_ref, encode_png, result_key
 from server.settings import Settings
 from server.vision.detector import Detector, resolve_device
@@ -90,6 +91,18 @@ class PurifyReport:
         }
 
 
+def scoring_version(config: DIPConfig, calibration: PurifiedThreshold | None) -> str:
+    """The purifier part of a result key: the DIP config, plus the purified-crop threshold when
+    one maps the scores (a result scored under one calibration is never reused under another)."""
+    return config.version() if calibration is None else f"{config.version()}+{calibration.tag()}"
+
+
+def load_calibration(model_dir: Any, card: Any, config: DIPConfig) -> PurifiedThreshold | None:
+    """``<model_dir>/purify.json`` when it belongs to these weights and this purifier config
+    (else None, with a warning from ``PurifiedThreshold.load_for``)."""
+    return PurifiedThreshold.load_for(model_dir, card.weights_sha256, config.version())
+
+
 def _keys(crop_shas: Sequence[str], purifier_version: str, detector: str) -> dict[str, str]:
     return {result_key(sha, purifier_version, detector): sha for sha in dict.fromkeys(crop_shas)}
 
@@ -119,13 +132,16 @@ def purify_and_score(
     detector_version: str,
     max_attempts: int = limits.PURIFY_MAX_ATTEMPTS,
     on_start: Callable[[dict[str, int]], None] | None = None,
+    calibration: PurifiedThreshold | None = None,
 ) -> PurifyReport:
     """Purify the crops that have no result yet under these versions, score them, store the results.
 
     ``purifier_version`` / ``detector_version`` are what the caller asked for; if this process
     runs something else, every crop gets a failed result saying so (never a result under a key
     it was not computed for). ``on_start({key: attempt number})`` is called once the attempt is
-    recorded, just before purifying.
+    recorded, just before purifying. With ``calibration`` (``purify.json``), stored scores are
+    on the card's scale: at or above the card's threshold exactly when the purified crop is
+    above the threshold fitted for purified crops.
     """
     started = time.perf_counter()
     keys = _keys(crop_shas, purifier_version, detector_version)
@@ -137,7 +153,7 @@ def purify_and_score(
         return report
 
     failures: list[Outcome] = []
-    mine = (purifier.config.version(), detector_ref(detector.card))
+    mine = (scoring_version(purifier.config, calibration), detector_ref(detector.card))
     if mine != (purifier_version, detector_version):
         why = f"this worker runs purifier {mine[0]} with detector {mine[1]}, not the requested version"
         failures = [Outcome.failed(k, sha, why) for k, sha in pending.items()]
@@ -161,7 +177,7 @@ def purify_and_score(
     if todo:
         if on_start is not None:
             on_start({k: attempts[k] for k in todo})
-        outcomes += _purify(todo, crops, detector, purifier)
+        outcomes += _purify(todo, crops, detector, purifier, calibration)
     store.save_results(outcomes)
     report.done = [o.key for o in outcomes if o.status == PurifyStatus.DONE]
     report.failed = [o.key for o in outcomes if o.status == PurifyStatus.FAILED]
@@ -170,7 +186,11 @@ def purify_and_score(
 
 
 def _purify(
-    todo: dict[str, str], crops: dict[str, np.ndarray], detector: Detector, purifier: Purifier
+    todo: dict[str, str],
+    crops: dict[str, np.ndarray],
+    detector: Detector,
+    purifier: Purifier,
+    calibration: PurifiedThreshold | None = None,
 ) -> list[Outcome]:
     """Purify ``todo`` (key → crop sha) as one batch at the detector's input size and score the outputs."""
     x = _to_tensor([crops[sha] for sha in todo.values()], detector.card.input_size)
@@ -178,6 +198,10 @@ def _purify(
     result = purifier.purify(x, score_fn=score_fn)
     images = _to_uint8(result.images)
     scores = detector.predict(images)
+    if calibration is not None:
+        # The verdict compares every score with the card's threshold; this puts purified ones
+        # on that scale (the card's cut was fitted on unpurified crops).
+        scores = calibration.to_card_scale(scores, detector.card.threshold)
     share = result.seconds / len(images)  # the batch's wall time, amortised over its crops
     return [
         Outcome(
@@ -213,4 +237,4 @@ def purify_versions(settings: Settings, card: Any) -> tuple[str, str]:
     """
     device = resolve_device(settings.device)
     cfg = purifier_config(settings.purifier_preset, iterations=settings.purifier_iterations, device=device)
-    return cfg.version(), detector_ref(card)
+    return scoring_version(cfg, load_calibration(settings.model_dir, card, cfg)), detector_ref(card)

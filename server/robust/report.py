@@ -149,7 +149,33 @@ def purification_lines(p: dict[str, Any]) -> list[str]:
         "",
         f"Preset `{p['preset']}` (config {p['config_version']}), {p['iterations']} iterations, "
         f"{p['seconds_per_crop']} s per crop. Restored by attack: {by}.",
+        *_threshold_lines(p),
         *_curve_lines(p.get("curve") or []),
+    ]
+
+
+def _threshold_lines(p: dict[str, Any]) -> list[str]:
+    """Which cut judged the purified crops, and what the card's would have given."""
+    if p.get("threshold_source", "card") == "card":
+        return [
+            "",
+            "Purified crops judged by the card's threshold: no `purify.json` for these weights and this "
+            "purifier config (`unmask purify fit`).",
+        ]
+    c, s = p["card_threshold"], (p.get("calibration") or {}).get("stats", {})
+    fitted = (
+        f" (fitted on {s['n_real']} reals, {s['n_fake']} fakes and {s['n_attacked']} attacked fakes of the "
+        "training crops, purified the same way)"
+        if s
+        else ""
+    )
+    return [
+        "",
+        f"Purified crops judged by the purified-crop threshold {p['threshold']:.4f} from "
+        f"`{p['threshold_source']}`{fitted}. With the card's threshold instead, the same outputs give: "
+        f"fooled fakes restored {_pct(c['restore_rate'])} % ({c['restored']}/{p['n_fooled']}), "
+        f"other crops right {_pct(c['retain_rate'])} % ({c['retained']}/{p['n_other']}: "
+        f"reals {_pct(c['retain_real'])} %, fakes {_pct(c['retain_fake'])} %).",
     ]
 
 
@@ -159,7 +185,7 @@ def _curve_lines(curve: list[dict[str, Any]]) -> list[str]:
         return []
     return [
         "",
-        "Along the same fits (outputs read at earlier iterations):",
+        "Along the same fits (outputs read at earlier iterations, card threshold):",
         "",
         "| iteration | " + " | ".join(str(c["iteration"]) for c in curve) + " |",
         "|---|" + "---|" * len(curve),

@@ -23,7 +23,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from server import limits
 from server.robust.dip import Purifier
-from server.robust.purification import fail_unfinished, purifier_config, purify_and_score
+from server.robust.purification import fail_unfinished, load_calibration, purifier_config, purify_and_score
+from server.robust.purify_calibration import PurifiedThreshold
 from server.robust.purify_store import PurifyStore
 from server.vision.detector import Detector, resolve_device
 
@@ -40,6 +41,7 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutEr
 class _Models:
     detector: Detector
     purifier: Purifier
+    calibration: PurifiedThreshold | None = None  # purify.json: the cut for purified crops
 
 
 class PurifyFramesTask(Task):
@@ -59,7 +61,9 @@ class PurifyFramesTask(Task):
                         torch.set_num_threads(s.torch_threads)
                     device = resolve_device(s.device)
                     cfg = purifier_config(s.purifier_preset, iterations=s.purifier_iterations, device=device)
-                    type(self)._models = _Models(Detector.load(s.model_dir, device), Purifier(cfg, device))
+                    detector = Detector.load(s.model_dir, device)
+                    calibration = load_calibration(s.model_dir, detector.card, cfg)
+                    type(self)._models = _Models(detector, Purifier(cfg, device), calibration)
         return self._models
 
     def store(self) -> PurifyStore:
@@ -149,6 +153,7 @@ def purify_frames(
             purifier_version=purifier_version,
             detector_version=detector_ref,
             on_start=on_start,
+            calibration=models.calibration,
         )
     except SoftTimeLimitExceeded:
         reason = f"purification exceeded its time limit ({settings.purify_soft_time_limit_s:g} s)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,13 @@ from server.robust.dip import DIPConfig, Purifier
 from server.robust.purification import (
     PRESETS,
     fail_unfinished,
+    load_calibration,
     purifier_config,
     purify_and_score,
     purify_versions,
+    scoring_version,
 )
+from server.robust.purify_calibration import PURIFY_FILENAME, PurifiedThreshold
 from server.robust.purify_store import PurifyStore, decode_png, detector_ref, result_key
 from server.settings import Settings
 from server.vision.detector import Detector
@@ -117,3 +121,42 @@ def test_fail_unfinished_keeps_finished_results(store, detector, purifier) -> No
     assert fail_unfinished(store, shas, reason="time limit", **versions) == 1
     rows = store.get_results([*first.keys, result_key(shas[1], *versions.values())])
     assert sorted(r.status for r in rows.values()) == ["done", "failed"]
+
+
+def test_purified_scores_are_put_on_the_card_scale_by_the_purified_threshold(
+    store, detector, purifier
+) -> None:
+    [sha] = store.put_crops(_crops(1))
+    plain = _run(store, [sha], detector, purifier)
+    raw = store.get_results(plain.keys)[plain.keys[0]].purified_score
+    card = detector.card.threshold
+    # A cut just below this crop's purified score calls it fake; one just above calls it real.
+    for cut, fake in ((raw * 0.999, True), (min(raw * 1.001, 0.999999), False)):
+        cal = PurifiedThreshold(cut, detector.card.weights_sha256, purifier.config.version())
+        version = scoring_version(purifier.config, cal)
+        assert version == f"{purifier.config.version()}+{cal.tag()}"
+        report = _run(store, [sha], detector, purifier, calibration=cal, purifier_version=version)
+        [key] = report.done  # a new key: the plain result is not reused under a calibration
+        score = store.get_results([key])[key].purified_score
+        assert score == pytest.approx(float(cal.to_card_scale([raw], card)[0]), abs=1e-6)
+        assert (score >= card) is fake
+
+
+def test_a_worker_without_the_servers_calibration_answers_with_failed_results(
+    store, detector, purifier, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    model_dir = Path(shutil.copytree(tiny_checkpoint, tmp_path / "model"))
+    s = Settings(purifier_preset="tiny", device="cpu", model_dir=model_dir)
+    cal = PurifiedThreshold(0.6, detector.card.weights_sha256, purifier_config("tiny").version())
+    cal.save(model_dir / PURIFY_FILENAME)
+    assert load_calibration(model_dir, detector.card, purifier.config) == cal
+    version, ref = purify_versions(s, detector.card)
+    assert version == scoring_version(purifier.config, cal) != purifier.config.version()
+    [sha] = store.put_crops(_crops(1))
+    report = _run(store, [sha], detector, purifier, purifier_version=version, detector_version=ref)
+    [key] = report.failed
+    assert "not the requested version" in store.get_results([key])[key].error
+    # A calibration of another purifier config is not used, by server and worker alike.
+    PurifiedThreshold(0.6, detector.card.weights_sha256, "other").save(model_dir / PURIFY_FILENAME)
+    assert purify_versions(s, detector.card) == (purifier.config.version(), ref)
+    assert load_calibration(model_dir, detector.card, purifier.config) is None
