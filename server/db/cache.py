@@ -7,6 +7,7 @@ model is never served as another's.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import weakref
 from collections import Counter, OrderedDict
@@ -32,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
 from server.db.models import CacheKey, Check, CheckStatus, FrameHash, Verdict
 from server.vision.card import ModelCard
@@ -183,6 +184,7 @@ _KEY_QUERY = (
 
 
 def _frames_query() -> Select:
+    # SQLite's near-duplicate query (PostgreSQL runs _PG_FRAMES_SQL, below, with the same seeks).
     # Candidates: one index seek per band on (model_ref, band, expires_at, check_id), combined
     # with UNION ALL so every database plans four seeks (an OR of the bands made SQLite scan the
     # model's rows); the index covers the columns read, so no table row is visited. The best
@@ -217,6 +219,45 @@ def _frames_query() -> Select:
 
 _FRAMES_QUERY = _frames_query()
 _VERDICT_QUERY = select(Verdict.payload).where(Verdict.check_id == bindparam("check_id"))
+
+# The PostgreSQL form of the near-duplicate look-up: one statement, one round trip. The same band
+# seeks pick the same candidates; PostgreSQL then compares each candidate frame with each query
+# frame (bit_count, PostgreSQL 14+) and sends back, per candidate that matches at least
+# MIN_MATCHED_FRAMES query frames, only its matching (seq, query frame) pairs, its frame count and
+# its verdict. Usually that is one row for a hit and none for a miss, instead of MAX_CANDIDATES ×
+# 12 frame rows and a second query for the verdict. The alignment vote stays in Python
+# (_confirm), shared with SQLite. The text never changes (arrays, not IN lists), so asyncpg's
+# prepared statement is reused.
+_PG_FRAMES_SQL = (
+    "WITH hits AS ("
+    + " UNION ALL ".join(
+        f"SELECT check_id FROM frame_hashes WHERE model_ref = $1 AND b{i} = ANY(${i + 3}::integer[])"
+        " AND expires_at > $2"
+        for i in range(4)
+    )
+    + """
+), cands AS (
+    SELECT check_id, count(*) AS n FROM hits GROUP BY check_id ORDER BY n DESC, check_id LIMIT $10
+), query AS (
+    SELECT u.h, (u.i - 1)::integer AS qi FROM unnest($7::bigint[]) WITH ORDINALITY AS u(h, i)
+), frames AS (
+    SELECT f.check_id, f.seq, f.phash FROM frame_hashes f JOIN cands c ON c.check_id = f.check_id
+), sizes AS (
+    SELECT check_id, count(*) AS size FROM frames GROUP BY check_id
+), pairs AS (
+    SELECT f.check_id, array_agg(f.seq ORDER BY q.qi, f.seq) AS seqs,
+           array_agg(q.qi ORDER BY q.qi, f.seq) AS qis, count(DISTINCT q.qi) AS reach
+      FROM frames f JOIN query q ON bit_count((f.phash # q.h)::bit(64)) <= $8
+     GROUP BY f.check_id
+)
+SELECT c.check_id, s.size, p.seqs, p.qis, v.payload::text
+  FROM cands c
+  JOIN sizes s ON s.check_id = c.check_id
+  JOIN pairs p ON p.check_id = c.check_id
+  LEFT JOIN verdicts v ON v.check_id = c.check_id
+ WHERE p.reach >= $9
+ ORDER BY c.n DESC, c.check_id"""
+)
 
 
 class _SqliteReader:
@@ -362,38 +403,58 @@ async def lookup_key(sessions: async_sessionmaker, kind: str, value: str, ref: s
     return hit
 
 
-def _matched_frames(n_query: int, seqs: list[int], match: list[list[bool]]) -> int:
+# A candidate as the confirmation sees it: check id, how many frames it has stored, and its
+# matching (stored seq, query frame) pairs, ordered by query frame, then seq.
+Candidate = tuple[str, int, Sequence[int], Sequence[int]]
+
+
+def _matched_frames(seqs: Sequence[int], qis: Sequence[int]) -> int:
     """Most query frames matching a stored sequence under one offset (± ALIGN_SLACK).
 
-    ``match[qi][j]`` tells whether query frame ``qi`` is within FRAME_MATCH_BITS of stored frame
-    ``seqs[j]``. Offsets are voted for by matching frame pairs first, so only plausible
-    alignments are scored (a long stored video has thousands of possible offsets).
+    ``(seqs[k], qis[k])`` are the pairs of stored frame ``seq`` and query frame ``qi`` within
+    FRAME_MATCH_BITS of each other, ordered by ``qi`` then ``seq``. Offsets are voted for by these
+    pairs first, so only plausible alignments are scored (a long stored video has thousands of
+    possible offsets); ties in the vote go to the pair met first in that order.
     """
-    column = {sq: j for j, sq in enumerate(seqs)}
-    votes: Counter[int] = Counter()
-    for qi, row in enumerate(match):
-        for j, hit in enumerate(row):
-            if hit:
-                votes[seqs[j] - qi] += 1
+    pairs = set(zip(seqs, qis, strict=True))
+    votes = Counter(sq - qi for sq, qi in zip(seqs, qis, strict=True))
+    frames = list(dict.fromkeys(qis))
+    slack = range(-ALIGN_SLACK, ALIGN_SLACK + 1)
     best = 0
     for offset, _ in votes.most_common(8):
-        matched = 0
-        for qi, row in enumerate(match):
-            for d in range(-ALIGN_SLACK, ALIGN_SLACK + 1):
-                j = column.get(qi + offset + d)
-                if j is not None and row[j]:
-                    matched += 1
-                    break
+        matched = sum(1 for qi in frames if any((qi + offset + d, qi) in pairs for d in slack))
         best = max(best, matched)
     return best
 
 
-def _frame_match(conn: Connection, unsigned: list[int], ref: str) -> tuple[str, int, dict[str, Any]] | None:
-    """The best confirmed candidate (check id, matched frames, verdict), on one connection."""
-    params: dict[str, Any] = {"ref": ref, "now": _now()}
+def _confirm(n_query: int, candidates: Iterable[Candidate]) -> tuple[str, int] | None:
+    """The candidate (check id, matched frames) that is the same video, best match first.
+
+    ``candidates`` come best band-hit counts first; among equal matches the earlier one wins.
+    """
+    best: tuple[int, str] | None = None
+    for check_id, size, seqs, qis in candidates:
+        need = max(MIN_MATCHED_FRAMES, MIN_MATCH_FRACTION * min(n_query, size))
+        # A query frame that matches none of the candidate's frames cannot count under any
+        # alignment, so most candidates are dismissed before the vote.
+        most = len(set(qis))
+        if most < need or (best is not None and most <= best[0]):
+            continue
+        matched = _matched_frames(seqs, qis)
+        if matched >= need and (best is None or matched > best[0]):
+            best = (matched, check_id)
+    return None if best is None else (best[1], best[0])
+
+
+def _band_values(unsigned: list[int]) -> list[list[int]]:
     split = [bands(h) for h in unsigned]
-    for i in range(4):
-        values = sorted({b[i] for b in split})
+    return [sorted({b[i] for b in split}) for i in range(4)]
+
+
+def _frame_match(conn: Connection, unsigned: list[int], ref: str) -> tuple[str, int, dict[str, Any]] | None:
+    """The best confirmed candidate (check id, matched frames, verdict), on one SQLite connection."""
+    params: dict[str, Any] = {"ref": ref, "now": _now()}
+    for i, values in enumerate(_band_values(unsigned)):
         for k in range(MAX_QUERY_HASHES):
             params[f"b{i}_{k}"] = values[min(k, len(values) - 1)]
     rows = conn.execute(_FRAMES_QUERY, params).all()
@@ -404,26 +465,44 @@ def _frame_match(conn: Connection, unsigned: list[int], ref: str) -> tuple[str, 
     ends = [*starts[1:], len(ids)]
     query = np.array(unsigned, dtype=np.uint64)
     stored = np.array([r[2] for r in rows], dtype=np.int64).view(np.uint64)
-    # Hamming distance of every query frame to every candidate frame in one pass, then per
-    # candidate the query frames that match any of its frames: one that matches none cannot
-    # count under any alignment, so most candidates are dismissed here.
+    # Hamming distance of every query frame to every candidate frame in one pass.
     match = np.bitwise_count(query[:, None] ^ stored[None, :]) <= FRAME_MATCH_BITS
     reachable = np.logical_or.reduceat(match, starts, axis=1).sum(axis=0).tolist()
-    best: tuple[int, str] | None = None
-    for start, end, most in zip(starts, ends, reachable, strict=True):
-        overlap = min(len(unsigned), end - start)
-        need = max(MIN_MATCHED_FRAMES, MIN_MATCH_FRACTION * overlap)
-        if most < need or (best is not None and most <= best[0]):
-            continue
-        matched = _matched_frames(
-            len(unsigned), [r[1] for r in rows[start:end]], match[:, start:end].tolist()
-        )
-        if matched >= need and (best is None or matched > best[0]):
-            best = (matched, ids[start])
+
+    def candidates() -> Iterable[Candidate]:
+        for start, end, most in zip(starts, ends, reachable, strict=True):
+            if most >= MIN_MATCHED_FRAMES:  # as the PostgreSQL query's filter
+                qis, js = np.nonzero(match[:, start:end])  # row-major: by query frame, then seq
+                yield ids[start], end - start, [rows[start + j][1] for j in js.tolist()], qis.tolist()
+
+    best = _confirm(len(unsigned), candidates())
     if best is None:
         return None
-    verdict = conn.execute(_VERDICT_QUERY, {"check_id": best[1]}).scalar_one_or_none()
-    return None if verdict is None else (best[1], best[0], verdict)
+    verdict = conn.execute(_VERDICT_QUERY, {"check_id": best[0]}).scalar_one_or_none()
+    return None if verdict is None else (best[0], best[1], verdict)
+
+
+async def _frame_match_pg(
+    conn: AsyncConnection, unsigned: list[int], ref: str
+) -> tuple[str, int, dict[str, Any]] | None:
+    """As _frame_match, in one PostgreSQL statement that confirms frames by Hamming distance itself."""
+    params = (
+        ref,
+        _now(),
+        *_band_values(unsigned),
+        [to_signed(h) for h in unsigned],
+        FRAME_MATCH_BITS,
+        MIN_MATCHED_FRAMES,
+        MAX_CANDIDATES,
+    )
+    rows = (await conn.exec_driver_sql(_PG_FRAMES_SQL, params)).all()
+    if not rows:
+        return None
+    best = _confirm(len(unsigned), ((r[0], r[1], r[2], r[3]) for r in rows))
+    if best is None:
+        return None
+    payload = next(r[4] for r in rows if r[0] == best[0])
+    return None if payload is None else (best[0], best[1], json.loads(payload))
 
 
 async def lookup_frames(sessions: async_sessionmaker, hashes: Sequence[int], ref: str) -> CacheHit | None:
@@ -431,7 +510,12 @@ async def lookup_frames(sessions: async_sessionmaker, hashes: Sequence[int], ref
     unsigned = [to_unsigned(h) for h in hashes[:MAX_QUERY_HASHES]]
     if len(unsigned) < MIN_MATCHED_FRAMES:
         return None
-    found = await _read(sessions, lambda conn: _frame_match(conn, unsigned, ref))
+    state = _state(sessions)
+    if state.engine.dialect.name == "postgresql":
+        async with state.engine.connect() as conn:
+            found = await _frame_match_pg(conn, unsigned, ref)
+    else:
+        found = await _read(sessions, lambda conn: _frame_match(conn, unsigned, ref))
     if found is None:
         return None
     check_id, matched, verdict = found

@@ -182,3 +182,39 @@ async def test_band_indexes_cover_the_candidate_query(database_url: str) -> None
     assert (await band_columns()) == {f"ix_frame_hashes_b{i}": ["model_ref", f"b{i}"] for i in range(4)}
     migrate.upgrade(database_url)
     assert len((await band_columns())["ix_frame_hashes_b0"]) == 4
+
+
+def _moved(h: int, bits: int) -> int:
+    # Flip the lowest ``bits`` bits: all in the first two 16-bit bands, so the last two still
+    # seek the stored frame and only the Hamming confirmation decides.
+    return h ^ ((1 << bits) - 1)
+
+
+async def test_frames_confirm_at_the_hamming_limit_and_alignment(sessions) -> None:
+    # Crafted hashes: each query frame is exactly k bits from a stored one. PostgreSQL counts the
+    # bits in its statement, SQLite in numpy; both must draw the line at FRAME_MATCH_BITS.
+    rng = np.random.default_rng(5)
+    stored = [int(h) for h in rng.integers(0, 2**63, size=12)]
+    await _cached_check(sessions, "s" * 32, "authentic", [(i, i / 2, h) for i, h in enumerate(stored)])
+    limit = cache.FRAME_MATCH_BITS
+    hit = await cache.lookup_frames(sessions, [_moved(h, limit) for h in stored], REF)
+    assert hit is not None and hit.check_id == "s" * 32 and hit.matched_frames == 12
+    assert await cache.lookup_frames(sessions, [_moved(h, limit + 1) for h in stored], REF) is None
+    # A copy starting 4 frames in, with every third frame one sample late, still aligns.
+    trimmed = [stored[i + 1] if i % 3 == 0 and i + 1 < 12 else stored[i] for i in range(4, 12)]
+    hit = await cache.lookup_frames(sessions, [_moved(h, 2) for h in trimmed], REF)
+    assert hit is not None and hit.matched_frames == 8 and hit.query_frames == 8
+    # Two matching frames among ten unrelated ones are too few.
+    rest = [int(h) for h in rng.integers(0, 2**63, size=10)]
+    assert await cache.lookup_frames(sessions, stored[:2] + rest, REF) is None
+
+
+async def test_the_closest_of_several_cached_copies_wins(sessions) -> None:
+    rng = np.random.default_rng(6)
+    base = [int(h) for h in rng.integers(0, 2**63, size=10)]
+    far = [_moved(h, 6) if i < 7 else int(rng.integers(0, 2**63)) for i, h in enumerate(base)]
+    await _cached_check(sessions, "f" * 32, "authentic", [(i, i / 2, h) for i, h in enumerate(far)])
+    await _cached_check(sessions, "c" * 32, "manipulated", [(i, i / 2, h) for i, h in enumerate(base)])
+    hit = await cache.lookup_frames(sessions, base, REF)
+    assert hit is not None and hit.check_id == "c" * 32 and hit.matched_frames == 10
+    assert hit.verdict["label"] == "manipulated"
