@@ -36,6 +36,13 @@ _RETRY_MAX_S = 2.0
 # first statement fails as a disconnect and SQLAlchemy then drops every older connection of the pool.
 PING_AFTER_IDLE_S = 1.0
 
+# PostgreSQL connections per process, all kept open (no overflow). With 10 kept and 10 overflow,
+# every burst past 10 concurrent queries (a look-up burst after a stall) opened connections and
+# closed them again on return: each new one costs PostgreSQL a backend start, the driver its type
+# set-up and a fresh prepare of every statement, and bench/cache.py saw ~200 new connections a
+# run at 500 near-duplicate look-ups/s. The most connections a process holds is unchanged.
+POOL_SIZE = 20
+
 T = TypeVar("T")
 
 
@@ -61,7 +68,7 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    engine = create_async_engine(url, pool_size=10, max_overflow=10)
+    engine = create_async_engine(url, pool_size=POOL_SIZE, max_overflow=0)
     event.listen(engine.sync_engine.pool, "checkin", _note_idle)
     event.listen(engine.sync_engine.pool, "checkout", _ping_if_idle)
     return engine
