@@ -17,6 +17,7 @@ that falls behind shows its queueing (no coordinated omission). Targets (issue 6
 
     python bench/cache.py [--verdicts 100000] [--rate 500] [--seconds 10] [--database-url URL]
                           [--phases url,near-duplicate] [--data-dir DIR (keep and reuse the fill)]
+                          [--sequential N (N look-ups of each kind one by one in-process first)]
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import insert, make_url, text
 
+from server.db import cache
 from server.db.cache import model_ref
-from server.db.engine import create_engine
+from server.db.engine import create_engine, session_factory
 from server.db.migrate import upgrade
 from server.db.models import CacheKey, Check, FrameHash, Verdict
 from server.settings import Settings
@@ -58,6 +60,9 @@ FRAMES = 12
 CONNECTIONS = 32
 # The hot set of the url-hot phase.
 HOT = 1000
+# Requests slower than this are counted per second of their phase (a burst at the start, a stall
+# in the middle and a steady overload look different).
+SLOW_MS = 25
 PHASES = ("url", "near-duplicate", "url-hot", "url-miss", "near-duplicate-miss")
 
 
@@ -185,7 +190,9 @@ async def _response(reader: asyncio.StreamReader) -> int:
     return int(lines[0].split()[1])
 
 
-async def open_loop(port: int, rate: int, requests: list[bytes]) -> tuple[list[float], Counter, float]:
+async def open_loop(
+    port: int, rate: int, requests: list[bytes]
+) -> tuple[list[float], Counter, float, dict[int, int]]:
     """Send ``requests`` at a fixed rate whatever the server does (open loop).
 
     Request i is due at start + i/rate; its latency runs from that due time to the end of its
@@ -194,6 +201,7 @@ async def open_loop(port: int, rate: int, requests: list[bytes]) -> tuple[list[f
     """
     queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
     lat: list[float] = []
+    slow: Counter[int] = Counter()
     statuses: Counter[int] = Counter()
 
     async def connection() -> None:
@@ -203,6 +211,8 @@ async def open_loop(port: int, rate: int, requests: list[bytes]) -> tuple[list[f
             writer.write(raw)
             statuses[await _response(reader)] += 1
             lat.append((time.perf_counter() - due) * 1000)
+            if lat[-1] > SLOW_MS:
+                slow[int(due - start)] += 1
         writer.close()
 
     workers = [asyncio.create_task(connection()) for _ in range(CONNECTIONS)]
@@ -215,13 +225,13 @@ async def open_loop(port: int, rate: int, requests: list[bytes]) -> tuple[list[f
     for _ in workers:
         queue.put_nowait(None)
     await asyncio.gather(*workers)
-    return lat, statuses, time.perf_counter() - start
+    return lat, statuses, time.perf_counter() - start, dict(sorted(slow.items()))
 
 
 def measure(kind: str, port: int, rate: int, requests: list[bytes]) -> dict:
     """One open-loop run in a process of its own (not the server's, not the filler's)."""
     cpu = time.process_time()
-    lat, statuses, wall = asyncio.run(open_loop(port, rate, requests))
+    lat, statuses, wall, slow = asyncio.run(open_loop(port, rate, requests))
     cpu = time.process_time() - cpu
     q = statistics.quantiles(lat, n=100)
     return {
@@ -235,6 +245,7 @@ def measure(kind: str, port: int, rate: int, requests: list[bytes]) -> dict:
         "statuses": dict(statuses),
         "generator_cpu_ms": cpu * 1000 / max(1, len(lat)),
         "load": os.getloadavg(),
+        "slow": slow,
     }
 
 
@@ -268,16 +279,23 @@ def run_phase(
         r = pool.submit(measure, kind, PORT, rate, requests).result()
         r["server_cpu_ms"] = (cpu_seconds(server) - cpu) * 1000 / max(1, r["requests"])
         after = backend_cpu(database)
-        # Backends that lived through the whole phase (the server's pooled connections).
-        busy = sum(after[pid] - pg[pid] for pid in after.keys() & pg.keys())
+        # Backends alive at the end (those opened during the phase count in full; one that closed
+        # during it is missed, so new_connections says how many there were).
+        busy = sum(after[pid] - pg.get(pid, 0.0) for pid in after)
         r["postgres_cpu_ms"] = busy * 1000 / max(1, r["requests"])
+        r["new_connections"] = len(after.keys() - pg.keys())
     print(
         f"  {kind:>14}: {r['requests']} requests, offered {r['offered']}/s, achieved {r['achieved']:.0f}/s — "
         f"p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, max {r['max']:.0f} ms; "
         f"CPU ms/request: server {r['server_cpu_ms']:.2f}, generator {r['generator_cpu_ms']:.2f}"
-        + (f", PostgreSQL backends {r['postgres_cpu_ms']:.2f}" if database else "")
+        + (
+            f", PostgreSQL backends {r['postgres_cpu_ms']:.2f} ({r['new_connections']} new connections)"
+            if database
+            else ""
+        )
         + "; "
         f"statuses {r['statuses']}; "
+        f"over {SLOW_MS} ms by second of the phase {r['slow'] or '{}'}; "
         f"load {r['load'][0]:.1f}",
         flush=True,
     )
@@ -340,8 +358,54 @@ async def prepare(args) -> tuple[Path, str, list[list[int]]]:
     return data_dir, url, samples
 
 
+async def sequential(url: str, ref: str, n: int, count: int, samples, rng: random.Random) -> None:
+    """Look-ups one after another in this process, through the cache module (no HTTP, no queueing).
+
+    CPU per look-up here is the cache code's own cost (SQLAlchemy, the driver, the confirmation);
+    wall time adds the database's. Unlike the open-loop phases it hardly depends on what else runs
+    on the machine, so it compares code changes on a loaded machine.
+    """
+    engine = create_engine(url)
+    sessions = session_factory(engine)
+    parsed = make_url(url)
+    database = parsed.database if parsed.get_backend_name() == "postgresql" else None
+    cases = {
+        "url": [("url", f"https://v.example/{rng.randrange(n):032x}.mp4") for _ in range(count)],
+        "near-duplicate": [[flip(h, 3, rng) for h in rng.choice(samples)] for _ in range(count)],
+        "near-duplicate-miss": [[rng.getrandbits(64) for _ in range(FRAMES)] for _ in range(count)],
+    }
+
+    async def one(kind: str, case) -> bool:
+        if kind == "url":
+            return await cache.lookup_key(sessions, case[0], case[1], ref) is not None
+        return await cache.lookup_frames(sessions, case, ref) is not None
+
+    for kind, items in cases.items():
+        for case in items[:50]:  # warm-up: connections, prepared statements
+            await one(kind, case)
+        pg = backend_cpu(database)
+        cpu, wall = time.process_time(), time.perf_counter()
+        hits = [await one(kind, case) for case in items]
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        after = backend_cpu(database)
+        pg_ms = sum(after[pid] - pg.get(pid, 0.0) for pid in after) * 1000 / count
+        print(
+            f"  {kind:>14}: {count} sequential look-ups in-process, {sum(hits)} hits — "
+            f"CPU {cpu * 1000 / count:.3f} ms"
+            + (f" (+ PostgreSQL backend {pg_ms:.3f} ms)" if database else "")
+            + f", wall {wall * 1000 / count:.3f} ms per look-up; load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+    await engine.dispose()
+
+
 def main_run(args) -> None:
     data_dir, url, samples = asyncio.run(prepare(args))
+    if args.sequential:
+        ref = json.loads((data_dir / "filled.json").read_text())["ref"]
+        asyncio.run(sequential(url, ref, args.verdicts, args.sequential, samples, random.Random(2)))
+        if not args.phases:
+            return
     # The server runs in its own process (as in production) and the load generator in another,
     # so neither shares the server's event loop.
     env = {
@@ -370,8 +434,15 @@ def main_run(args) -> None:
         rng = random.Random(1)
         parsed = make_url(url)
         database = parsed.database if parsed.get_backend_name() == "postgresql" else None
-        run_phase("url", server.pid, database, args.rate, 2, args.verdicts, samples, rng)  # warm-up
-        for kind in args.phases.split(","):
+        phases = [k for k in args.phases.split(",") if k]
+        # Warm-up, not part of the results: each pooled connection's first statements are
+        # prepared and planned afresh (PostgreSQL plans a prepared statement five times before it
+        # settles on a generic plan), which queued ~220 near-duplicate look-ups in a first second.
+        print("warm-up:")
+        for kind in ("url", "near-duplicate") if any(k.startswith("near") for k in phases) else ("url",):
+            run_phase(kind, server.pid, database, args.rate, 2, args.verdicts, samples, rng)
+        print("measured:")
+        for kind in phases:
             run_phase(kind, server.pid, database, args.rate, args.seconds, args.verdicts, samples, rng)
     finally:
         server.terminate()
@@ -386,6 +457,14 @@ def main() -> None:
     ap.add_argument("--database-url", default="")
     ap.add_argument("--model-dir", type=Path, default=Path("models/default"))
     ap.add_argument("--phases", default=",".join(PHASES), help="comma-separated, from " + ", ".join(PHASES))
+    ap.add_argument(
+        "--sequential",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first time N look-ups of each kind one after another in-process (CPU and wall per look-up); "
+        "with --phases '' only these",
+    )
     ap.add_argument(
         "--data-dir", type=Path, help="keep the filled database here and reuse it on the next run"
     )
