@@ -134,8 +134,8 @@ async def gc_ctx(app: web.Application) -> AsyncIterator[None]:
 
     A full collection over them took 120-130 ms of the event loop (measured in a process with the
     default detector loaded); requests slowly promote survivors into the oldest generation, so one
-    came every few thousand requests and every request queued behind it waited. Frozen, a full
-    collection only walks what was allocated since start-up.
+    came every 2-30 s at 300-500 cache look-ups/s (docs/BENCHMARKS.md) and every request queued
+    behind it waited. Frozen, a full collection only walks what was allocated since start-up.
     """
     gc.collect()
     gc.freeze()
