@@ -171,8 +171,3 @@ class PurifiedThreshold:
             )
             return None
         return cal
-
-
-def logit_gap(card_threshold: float, purified_threshold: float) -> float:
-    """How far (in logits) the purified cut sits above the card's: for reports."""
-    return float(_logit(purified_threshold) - _logit(card_threshold))
