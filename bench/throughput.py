@@ -2,7 +2,10 @@
 
 Both arms use the server's own path: one Runtime with the shared inference batcher, each
 check a full analyze_video (decode → faces → detector) on its own thread, early verdicts
-off so both arms do the same work. Arms alternate; the ratio of medians is printed.
+off so both arms do the same work, torch and OpenCV at the server's default threads per call
+(all cores). The same two arms also run with one thread per call (OP_THREADS=1), which is
+what a server of many checks might be expected to want; its effect on each arm is printed.
+Arms alternate; ratios of medians are printed.
 
     python bench/throughput.py [--model-dir models/default] [--checks 8] [--seconds 20] [--rounds 2]
 """
@@ -25,6 +28,7 @@ from bench.media import bench_video
 from server.analysis.run import analyze_video
 from server.analysis.runtime import Runtime
 from server.media.decode import DecodeLimits
+from server.vision.threads import set_op_threads
 
 
 def one(path: Path, runtime: Runtime) -> int:
@@ -46,22 +50,34 @@ def main() -> None:
         f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; {args.checks} checks of {path.name}"
     )
     one(path, runtime)  # warm-up: model, cascades, allocator
-    seq, conc = [], []
+    settings = {"server default, all cores": os.cpu_count() or 1, "OP_THREADS=1": 1}
+    seq: dict[str, list[float]] = {k: [] for k in settings}
+    conc: dict[str, list[float]] = {k: [] for k in settings}
     for _ in range(args.rounds):
-        t0 = time.perf_counter()
-        frames = sum(one(path, runtime) for _ in range(args.checks))
-        seq.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(args.checks) as pool:
-            frames_c = sum(pool.map(lambda _: one(path, runtime), range(args.checks)))
-        conc.append(time.perf_counter() - t0)
-        assert frames == frames_c
+        for name, threads in settings.items():
+            set_op_threads(threads)
+            t0 = time.perf_counter()
+            frames = sum(one(path, runtime) for _ in range(args.checks))
+            seq[name].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(args.checks) as pool:
+                frames_c = sum(pool.map(lambda _: one(path, runtime), range(args.checks)))
+            conc[name].append(time.perf_counter() - t0)
+            assert frames == frames_c
+            print(
+                f"  round, {threads} thread(s) per call ({name}): one at a time {seq[name][-1]:.1f} s, "
+                f"{args.checks} at once {conc[name][-1]:.1f} s ({frames} frames)"
+            )
+    med = statistics.median
+    for name, threads in settings.items():
         print(
-            f"  round: one at a time {seq[-1]:.1f} s, {args.checks} at once {conc[-1]:.1f} s ({frames} frames)"
+            f"throughput ratio (concurrent ÷ one at a time), {threads} thread(s) per call ({name}) = "
+            f"{med(seq[name]) / med(conc[name]):.2f}" + (" (target ≥ 1.5)" if name.startswith("server") else "")
         )
-    ratio = statistics.median(seq) / statistics.median(conc)
     print(
-        f"throughput ratio (concurrent ÷ one at a time) = {ratio:.2f} (target ≥ 1.5); "
+        f"time taken with one thread per call ÷ all cores: one at a time "
+        f"{med(seq['OP_THREADS=1']) / med(seq['server default, all cores']):.2f}, {args.checks} at once "
+        f"{med(conc['OP_THREADS=1']) / med(conc['server default, all cores']):.2f}; "
         f"batcher: {runtime.batcher.crops} crops in {runtime.batcher.batches} batches"
     )
     runtime.close()

@@ -78,7 +78,7 @@ async def model_ctx(app: web.Application) -> AsyncIterator[None]:
             settings.model_dir,
             device=settings.device,
             face_detector=settings.face_detector,
-            threads=settings.torch_threads,
+            threads=settings.op_threads,
         ),
     )
     app[runtime_key].enable_batching()

@@ -172,7 +172,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         settings.model_dir,
         device=settings.device,
         face_detector=settings.face_detector,
-        threads=settings.torch_threads,
+        threads=settings.op_threads,
     )
     progress = None
     if not args.json and sys.stderr.isatty():

@@ -44,7 +44,8 @@ class Settings:
     max_sampled_frames: int = limits.MAX_SAMPLED_FRAMES
     # Parallel checks in one server process; decode + detection are CPU-bound.
     max_running_checks: int = 4
-    torch_threads: int = 0  # 0: let the runtime pick (all cores)
+    # Threads one torch / OpenCV call may use; 0: the libraries' defaults (all cores).
+    op_threads: int = 0
     log_level: str = "INFO"
     # Exact "ip:port" pairs (comma-separated) the URL fetcher may reach although they are not
     # public addresses: for tests and for operators with an internal media server. Empty = none.

@@ -96,7 +96,7 @@ def settings(migrated_url: str, tiny_checkpoint: Path, tmp_path: Path) -> Settin
         database_url=migrated_url,
         model_dir=tiny_checkpoint,
         device="cpu",
-        torch_threads=1,
+        op_threads=1,
         max_running_checks=2,
         instance_id="test-instance",
     )

@@ -12,6 +12,7 @@ from server.robust.tamper.score import TamperScorer
 from server.vision.batcher import InferenceBatcher
 from server.vision.detector import Detector
 from server.vision.faces import FaceDetector, create_face_detector
+from server.vision.threads import set_op_threads
 
 
 @dataclass
@@ -33,9 +34,11 @@ class Runtime:
     def load(
         cls, model_dir: Path, *, device: str = "auto", face_detector: str = "haar", threads: int = 0
     ) -> Runtime:
-        """Load the detector checkpoint (hash and card checked) and warm it once."""
-        if threads > 0:
-            torch.set_num_threads(threads)
+        """Load the detector checkpoint (hash and card checked) and warm it once.
+
+        ``threads`` caps torch's and OpenCV's threads per call (0: their defaults, all cores).
+        """
+        set_op_threads(threads)
         detector = Detector.load(model_dir, device=device)
         # The tamper calibration belongs to one detector's weights; without one (or with one fitted
         # on other weights: ignored with a warning), frames get no tamper score (and the verdict

@@ -121,7 +121,7 @@ def unmask_server(data_dir: Path, model_dir: Path, env: dict[str, str], log: Pat
     """Run ``python -m server serve`` (real database, real model) until the block ends; yields its URL."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("UNMASK_")}
-    full_env.update({"OMP_NUM_THREADS": "1", "UNMASK_TORCH_THREADS": "1", "UNMASK_DEVICE": "cpu", **env})
+    full_env.update({"OMP_NUM_THREADS": "1", "UNMASK_OP_THREADS": "1", "UNMASK_DEVICE": "cpu", **env})
     cmd = [sys.executable, "-m", "server", "serve", "--port", str(port), "--data-dir", str(data_dir),
            "--model-dir", str(model_dir)]  # fmt: skip
     with log.open("wb") as out:

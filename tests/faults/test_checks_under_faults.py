@@ -140,7 +140,7 @@ async def test_fifty_checks_with_purification_survive_worker_kills_and_a_redis_r
         broker_url=own_redis.url,
         model_dir=flagging_checkpoint,
         device="cpu",
-        torch_threads=1,
+        op_threads=1,
         max_running_checks=2,
         purifier_preset="tiny",
         instance_id="test-checks-faults",

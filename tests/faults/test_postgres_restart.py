@@ -80,7 +80,7 @@ async def test_postgres_restart_mid_run(
         database_url=url,
         model_dir=tiny_checkpoint,
         device="cpu",
-        torch_threads=1,
+        op_threads=1,
         max_running_checks=URL_CHECKS + 2,
         instance_id="test-pg-restart",
         fetch_allow_hosts=f"127.0.0.1:{media.port}",

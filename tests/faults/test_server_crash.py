@@ -65,7 +65,7 @@ async def test_url_check_accepted_before_a_crash_is_fetched_again(
         "UNMASK_MODEL_DIR": str(tiny_checkpoint),
         "UNMASK_PORT": str(port),
         "UNMASK_DEVICE": "cpu",
-        "UNMASK_TORCH_THREADS": "1",
+        "UNMASK_OP_THREADS": "1",
         "UNMASK_INSTANCE_ID": "crash-test",
         "UNMASK_FETCH_ALLOW_HOSTS": f"127.0.0.1:{held_media.server.port}",
         "UNMASK_LOG_LEVEL": "WARNING",

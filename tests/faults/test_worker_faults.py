@@ -84,7 +84,7 @@ def test_fifty_tasks_survive_worker_kills_and_a_redis_restart(
         broker_url=own_redis.url,
         model_dir=tiny_checkpoint,
         device="cpu",
-        torch_threads=1,
+        op_threads=1,
         purifier_preset="tiny",
         instance_id="test-faults",
         **LIMITS,

@@ -101,7 +101,7 @@ def settings(tmp_path: Path, extra: dict[str, Any]) -> Settings:
         broker_url="",
         model_dir=MODEL_DIR,
         device="cpu",
-        torch_threads=1,
+        op_threads=1,
         purifier_preset="cpu",
         max_running_checks=2,
         instance_id="test-headline",

@@ -75,7 +75,7 @@ def make_settings(
             "broker_url": broker_url,
             "model_dir": tiny_checkpoint,
             "device": "cpu",
-            "torch_threads": 1,
+            "op_threads": 1,
             "purifier_preset": "tiny",
             "purify_soft_time_limit_s": 20.0,
             "purify_time_limit_s": 25.0,

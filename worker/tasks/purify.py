@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -27,6 +26,7 @@ from server.robust.purification import fail_unfinished, load_calibration, purifi
 from server.robust.purify_calibration import PurifiedThreshold
 from server.robust.purify_store import PurifyStore
 from server.vision.detector import Detector, resolve_device
+from server.vision.threads import set_op_threads
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -57,8 +57,7 @@ class PurifyFramesTask(Task):
             with self._models_lock:
                 if self._models is None:
                     s = self.app.settings
-                    if s.torch_threads > 0:
-                        torch.set_num_threads(s.torch_threads)
+                    set_op_threads(s.op_threads)
                     device = resolve_device(s.device)
                     cfg = purifier_config(s.purifier_preset, iterations=s.purifier_iterations, device=device)
                     detector = Detector.load(s.model_dir, device)
