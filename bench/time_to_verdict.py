@@ -35,7 +35,9 @@ PORT = 8931
 
 async def run(path: Path, model_dir: Path, full: bool) -> dict:
     data_dir = Path(tempfile.mkdtemp(prefix="unmask-bench-"))
-    settings = Settings(data_dir=data_dir, model_dir=model_dir, port=PORT, device="cpu")
+    # No purification (the measure): suspicious frames are flagged, not purified, so the
+    # verdict does not wait for a worker.
+    settings = Settings(data_dir=data_dir, model_dir=model_dir, port=PORT, device="cpu", purify=False)
     upgrade(settings.resolved_database_url)
     runner = web.AppRunner(create_app(settings))
     await runner.setup()
@@ -76,6 +78,7 @@ async def run(path: Path, model_dir: Path, full: bool) -> dict:
         "frames": verdict["frames_analyzed"],
         "label": verdict["label"],
         "early_stop": verdict.get("early_stop"),
+        "suspicious": verdict.get("tamper", {}).get("suspicious_frames"),
     }
 
 
@@ -95,7 +98,7 @@ def main() -> None:
         print(
             f"  {'full video ' if full else 'early verdict'}: verdict {r['verdict_s']:.2f} s after the first byte "
             f"(upload took {r['upload_s']:.2f} s); server: first frame {s['first_frame']:.2f} s after the upload "
-            f"started, total {s['total']:.2f} s; {r['frames']} frames, {r['label']}"
+            f"started, total {s['total']:.2f} s; {r['frames']} frames ({r['suspicious']} suspicious), {r['label']}"
             + (f", stopped at {r['early_stop']['t']} s" if r["early_stop"] else "")
         )
 

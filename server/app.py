@@ -116,9 +116,11 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     """The job manager; on shutdown running checks are stopped and recorded as interrupted."""
     settings, metrics = app[settings_key], app[metrics_key]
     card = app[runtime_key].detector.card
-    purifier = PurifyDispatcher(
-        settings, app[sessions_key], app[celery_key], app[executor_key], card, metrics=metrics
-    )
+    purifier = None
+    if settings.purify:
+        purifier = PurifyDispatcher(
+            settings, app[sessions_key], app[celery_key], app[executor_key], card, metrics=metrics
+        )
     jobs = JobManager(
         settings, app[sessions_key], app[runtime_key], app[executor_key], purifier, metrics=metrics
     )

@@ -480,7 +480,7 @@ class JobManager:
                     f.crops = None
                     f.purify_status, f.purify_error = (
                         "failed",
-                        "purification is not configured on this server",
+                        "purification is off on this server (PURIFY=false)",
                     )
             else:
                 items = await self.purifier.submit(job.id, frames, job.request_id)

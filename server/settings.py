@@ -65,6 +65,9 @@ class Settings:
     # DIP purification on Celery workers (worker/). Preset: auto (fast on CUDA, cpu on CPU),
     # paper, fast, cpu, or tiny (a seconds-cheap CPU preset for tests and smoke runs).
     purifier_preset: str = "auto"
+    # false: suspicious frames are still flagged and counted in the verdict, but not sent to
+    # purification (a server with no workers; benchmarks of the detection path alone).
+    purify: bool = True
     purifier_iterations: int = 0  # 0: the preset's own iteration budget
     # Soft limit: the task records "failed: time limit" for unfinished crops and returns, so the
     # check still completes; hard limit: the worker child is killed. soft < hard < visibility.

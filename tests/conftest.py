@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
+from skimage import data
 
 from server.db.migrate import upgrade
+from server.robust.calibrate import to_tensor
+from server.robust.tamper import TAMPER_FILENAME, TamperScorer
 from server.settings import Settings
 from server.vision.card import default_card
 from server.vision.checkpoint import save_checkpoint
+from server.vision.detector import Detector
 from server.vision.registry import create_model
 from tests.helpers.videos import write_blank_video, write_face_video
 
@@ -74,6 +80,26 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("ckpt")
     card = default_card("unmask_tiny", id="test-tiny", version="0.0.1", training_data="untrained (tests)")
     save_checkpoint(create_model("unmask_tiny"), card, directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def flagging_checkpoint(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint with a tamper calibration that flags every face frame (threshold 0).
+
+    Fitted with TamperScorer's own API on astronaut crops (z-score method), then its threshold set
+    to 0: tamper scores are probabilities in (0, 1], so every scored frame is above it.
+    """
+    directory = Path(shutil.copytree(tiny_checkpoint, tmp_path_factory.mktemp("flagging") / "model"))
+    detector = Detector.load(directory, device="cpu")
+    img = data.astronaut()
+    crops = [cv2.resize(img[30 + d : 230 + d, 150 + d : 350 + d], (128, 128)) for d in (-8, -4, 0, 4, 8)]
+    scorer = TamperScorer().fit_frames(
+        detector.pixel_model(), to_tensor(crops, tuple(detector.card.input_size))
+    )
+    scorer.threshold = 0.0
+    scorer.stats["weights_sha256"] = detector.card.weights_sha256
+    scorer.save(directory / TAMPER_FILENAME)
     return directory
 
 

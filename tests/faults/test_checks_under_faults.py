@@ -17,27 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import cv2
 import numpy as np
 import pytest
-from skimage import data
 from sqlalchemy import select
 
 from server.db.engine import create_engine, session_factory
 from server.db.models import Check, Frame, Verdict
 from server.db.purify_models import Purification, PurifyStatus
 from server.media.encode import write_video
-from server.robust.calibrate import to_tensor
-from server.robust.tamper import TAMPER_FILENAME, TamperScorer
 from server.settings import Settings
-from server.vision.detector import Detector
 from tests.faults.test_worker_faults import LIMITS  # a lost task comes back within seconds
 from tests.helpers.videos import face_frames
 
@@ -57,26 +51,6 @@ POLL_S = 0.3
 
 # The worker's line when a task starts purifying (worker/tasks/purify.py).
 STARTED = re.compile(r"purifying (\d+) crop\(s\) pid=(\d+) attempt=(\d+)")
-
-
-@pytest.fixture(scope="module")
-def flagging_checkpoint(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny checkpoint with a tamper calibration that flags every face frame (threshold 0).
-
-    Fitted with TamperScorer's own API on astronaut crops (z-score method), then its threshold set
-    to 0: tamper scores are probabilities in (0, 1], so every scored frame is above it.
-    """
-    directory = Path(shutil.copytree(tiny_checkpoint, tmp_path_factory.mktemp("flagging") / "model"))
-    detector = Detector.load(directory, device="cpu")
-    img = data.astronaut()
-    crops = [cv2.resize(img[30 + d : 230 + d, 150 + d : 350 + d], (128, 128)) for d in (-8, -4, 0, 4, 8)]
-    scorer = TamperScorer().fit_frames(
-        detector.pixel_model(), to_tensor(crops, tuple(detector.card.input_size))
-    )
-    scorer.threshold = 0.0
-    scorer.stats["weights_sha256"] = detector.card.weights_sha256
-    scorer.save(directory / TAMPER_FILENAME)
-    return directory
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 
@@ -144,3 +145,25 @@ async def test_a_finished_check_stores_face_thumbnails_for_its_report(api, media
     page = await api.get(f"/checks/{created['id']}")
     assert page.status == 200
     assert "data:image/jpeg" in await page.text() or "/thumbnails/" in await page.text()
+
+
+async def test_with_purification_off_suspicious_frames_are_flagged_and_the_check_still_ends(
+    aiohttp_client, settings, flagging_checkpoint: Path, media_dir: Path
+) -> None:
+    # No worker runs here: with purification on, this check would wait for one.
+    from server.app import create_app
+
+    api = await aiohttp_client(
+        create_app(dataclasses.replace(settings, model_dir=flagging_checkpoint, purify=False))
+    )
+    created = await (await api.post("/v1/checks", data=_form(media_dir / "face.mp4"))).json()
+    body = await _wait_done(api, created["id"])
+    assert body["status"] == "done", body
+    verdict = body["verdict"]
+    face_frames = verdict["faces"]["frames_with_faces"]
+    assert face_frames >= 5
+    assert verdict["tamper"]["suspicious_frames"] == verdict["tamper"]["purify_failed"] == face_frames
+    assert verdict["tamper"]["purified_frames"] == 0
+    assert "purification is off on this server" in verdict["reason"]
+    flagged = [p for p in verdict["timeline"] if p["boxes"]]
+    assert {p["purify_status"] for p in flagged} == {"failed"}
