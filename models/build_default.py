@@ -15,7 +15,6 @@ its sample sets already match, so variants train on exactly the same data.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -33,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
-from server.samples import CREDITS, generate_samples  # noqa: E402
+from server.samples import CREDITS  # noqa: E402
+from server.samples.sets import MARKER, TEST_SET, TRAIN_SET, ensure_sample_set, is_cached  # noqa: E402
 from server.vision.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from server.vision.datasets import export_video_crops  # noqa: E402
 from server.vision.evaluate import evaluate, markdown_report  # noqa: E402
@@ -42,14 +42,9 @@ from server.vision.train import TrainConfig, train  # noqa: E402
 MODEL_ID = "unmask-tiny-demo"
 VERSION = "0.1.0"
 ARCH = "unmask_tiny"
-# The modules whose code decides what the sample videos look like (the cache key includes them).
-SAMPLE_CODE = ("__init__.py", "compose.py", "faces.py", "generate.py", "manipulate.py")
-# Sample sets: the test set uses another seed, so its motion paths, lighting, backgrounds,
-# compression, blend parameters and swap donors are all unseen in training. Measured on the
-# test set: 40 real + 24 fake training clips and 24 epochs gave frame AUROC 0.929 (also 0.929 on
-# the test set as re-encoded now); 48 + 48 clips and 30 epochs 0.948 (docs/DETECTOR.md).
-TRAIN_SET = {"n_real": 48, "n_fake": 48, "seconds": 3.0, "size": 320, "seed": 101}
-TEST_SET = {"n_real": 12, "n_fake": 12, "seconds": 3.0, "size": 320, "seed": 202}
+# Sample sets (TRAIN_SET / TEST_SET in server/samples/sets.py, shared with eval-robustness).
+# Measured on the test set: 40 real + 24 fake training clips and 24 epochs gave frame AUROC 0.929
+# (also 0.929 on the test set as re-encoded now); 48 + 48 clips and 30 epochs 0.948 (docs/DETECTOR.md).
 CROP_EVERY = 3  # training crops: every 3rd frame (neighbouring frames are near-duplicates)
 TRAIN = {"epochs": 30, "batch_size": 32, "lr": 2e-3, "sbi_ratio": 1.0, "val_fraction": 0.2, "seed": 0,
          "target_fpr": 0.05}  # fmt: skip
@@ -76,43 +71,15 @@ TOLERANCE = {
 }
 
 
-def _fingerprint(spec: dict[str, Any]) -> str:
-    """The spec plus a hash of the code that renders samples: a cached set is reused only if both match."""
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
-    for path in [
-        *(ROOT / "server" / "samples" / name for name in SAMPLE_CODE),
-        ROOT / "server" / "vision" / "sbi.py",
-        ROOT / "server" / "media" / "encode.py",
-    ]:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def _cached(directory: Path, key: str) -> bool:
-    marker = directory / "fingerprint.txt"
-    return marker.is_file() and marker.read_text() == key
-
-
-def _samples(directory: Path, spec: dict[str, Any]) -> bool:
-    """Generate a sample set unless ``directory`` holds one from the same spec and code; True if new."""
-    key = _fingerprint(spec)
-    if _cached(directory, key):
-        return False
-    shutil.rmtree(directory, ignore_errors=True)
-    generate_samples(directory, **spec)
-    (directory / "fingerprint.txt").write_text(key)
-    return True
-
-
 def _crops(videos: Path, out: Path, size: tuple[int, int]) -> dict[str, int]:
     """Export training crops once per sample set (keyed by the set's fingerprint)."""
-    key = (videos / "fingerprint.txt").read_text()
-    if _cached(out, key):
+    key = (videos / MARKER).read_text()
+    if is_cached(out, key):
         return json.loads((out / "counts.json").read_text())
     shutil.rmtree(out, ignore_errors=True)
     counts = export_video_crops(videos, out, size=size, every=CROP_EVERY)
     (out / "counts.json").write_text(json.dumps(counts))
-    (out / "fingerprint.txt").write_text(key)
+    (out / MARKER).write_text(key)
     return counts
 
 
@@ -122,7 +89,7 @@ def _test_items(videos: Path, out: Path, size: tuple[int, int]) -> list[Any]:
 
     from server.vision.datasets import Item, load_items
 
-    key = (videos / "fingerprint.txt").read_text()
+    key = (videos / MARKER).read_text()
     path = out / f"test_crops_{key[:16]}.npz"
     if not path.is_file():
         items = load_items(videos, size=size, every=1)
@@ -255,8 +222,8 @@ def build(
     work.mkdir(parents=True, exist_ok=True)
     size = (128, 128)
     train_videos, test_videos = work / "train_videos", work / "test_videos"
-    fresh = _samples(train_videos, TRAIN_SET)
-    fresh = _samples(test_videos, TEST_SET) or fresh
+    fresh = ensure_sample_set(train_videos, TRAIN_SET)
+    fresh = ensure_sample_set(test_videos, TEST_SET) or fresh
     counts = _crops(train_videos, work / "crops", size)
     train_opts = {**TRAIN, "epochs": epochs or TRAIN["epochs"]}
     tag = f"{variant}_e{train_opts['epochs']}"

@@ -16,29 +16,14 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from server.samples.sets import MARKER, TEST_SET, TRAIN_SET, ensure_sample_set, is_cached
 from server.vision.checkpoint import load_card
 
-# The sample sets of models/build_default.py (TRAIN_SET / TEST_SET there): same seeds, sizes, counts.
-TRAIN_SET = {"n_real": 48, "n_fake": 48, "seconds": 3.0, "size": 320, "seed": 101}
-TEST_SET = {"n_real": 12, "n_fake": 12, "seconds": 3.0, "size": 320, "seed": 202}
 # Training crops: every 3rd frame, as the default detector was trained on.
 TRAIN_CROP_EVERY = 3
 # Tamper fit: at most this many training crops per class (``unmask tamper fit``'s default).
 TAMPER_PER_CLASS = 300
-_MARKER = "fingerprint.txt"
-_SERVER = Path(__file__).resolve().parents[1]
-# What decides how a sample video looks (not server/samples/adversarial.py: it makes other videos).
-SAMPLE_CODE = (
-    "samples/__init__.py",
-    "samples/compose.py",
-    "samples/faces.py",
-    "samples/generate.py",
-    "samples/manipulate.py",
-    "vision/sbi.py",
-    "media/encode.py",
-)
 
 
 @dataclass(frozen=True)
@@ -52,44 +37,17 @@ class Prepared:
     tamper: str  # "kept" (matched the weights) or "fitted"
 
 
-def _fingerprint(spec: dict[str, Any]) -> str:
-    """The spec plus the code that renders samples (the modules models/build_default.py keys its
-    cache on): a cached set is reused only if both match."""
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
-    for path in SAMPLE_CODE:
-        digest.update((_SERVER / path).read_bytes())
-    return digest.hexdigest()
-
-
-def _cached(directory: Path, key: str) -> bool:
-    marker = directory / _MARKER
-    return marker.is_file() and marker.read_text() == key
-
-
-def ensure_samples(directory: Path, spec: dict[str, Any]) -> bool:
-    """Generate a sample set into ``directory`` unless it holds one of this spec; True if generated."""
-    from server.samples import generate_samples
-
-    key = _fingerprint(spec)
-    if _cached(directory, key):
-        return False
-    shutil.rmtree(directory, ignore_errors=True)
-    generate_samples(directory, **spec)
-    (directory / _MARKER).write_text(key)
-    return True
-
-
 def ensure_crops(videos: Path, out: Path, size: tuple[int, int], every: int = TRAIN_CROP_EVERY) -> bool:
     """Export the face crops of ``videos`` into ``out`` unless done for the same videos; True if done."""
     from server.vision.datasets import export_video_crops
 
-    key = hashlib.sha256(f"{(videos / _MARKER).read_text()}:{size}:{every}".encode()).hexdigest()
-    if _cached(out, key):
+    key = hashlib.sha256(f"{(videos / MARKER).read_text()}:{size}:{every}".encode()).hexdigest()
+    if is_cached(out, key):
         return False
     shutil.rmtree(out, ignore_errors=True)
     counts = export_video_crops(videos, out, size=size, every=every)
     (out / "counts.json").write_text(json.dumps(counts))
-    (out / _MARKER).write_text(key)
+    (out / MARKER).write_text(key)
     return True
 
 
@@ -114,7 +72,7 @@ def prepare(
     directory.mkdir(parents=True, exist_ok=True)
     train, test, crops = directory / "train_videos", directory / "test_videos", directory / "train_crops"
     for name, path, spec in (("training", train, TRAIN_SET), ("held-out test", test, TEST_SET)):
-        if ensure_samples(path, spec):
+        if ensure_sample_set(path, spec):
             log(f"generated the {name} sample set (seed {spec['seed']}) in {path}")
     size = tuple(load_card(model_dir).input_size)
     if ensure_crops(train, crops, size):  # type: ignore[arg-type]
@@ -123,5 +81,5 @@ def prepare(
     if tamper == "fitted":
         log(f"fitted {model_dir}/tamper.json on {crops}")
     # Keyed by the crops: new training data trains new substitute / Lipschitz detectors.
-    models = directory / "models" / (crops / _MARKER).read_text()[:16]
+    models = directory / "models" / (crops / MARKER).read_text()[:16]
     return Prepared(test_videos=test, train_videos=train, train_crops=crops, models=models, tamper=tamper)
