@@ -1,15 +1,19 @@
-"""Short test videos in every layout the decoder accepts, written once per session."""
+"""Short test videos in every layout the decoder accepts, written once per session; the fake media
+site (each module brings its own ``site_media``) with a canary, for the URL tests."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from aiohttp.test_utils import TestServer
 
 from server.media.encode import write_video
+from server.media.fetch import Fetcher, FetchPolicy
+from tests.helpers.streams import Canary, StreamSite, canary_server, site_app
 
 FPS = 25
 SECONDS = 3
@@ -82,3 +86,23 @@ def layout_video(request: pytest.FixtureRequest, video_files: dict[str, Path]) -
 def sample_mp4(video_files: dict[str, Path]) -> Path:
     """The faststart MP4, the base for corruption tests."""
     return video_files["faststart"]
+
+
+@pytest.fixture
+async def canary() -> AsyncIterator[Canary]:
+    async with canary_server() as c:
+        yield c
+
+
+@pytest.fixture
+async def site(site_media: StreamSite, canary: Canary) -> AsyncIterator[tuple[str, StreamSite, Fetcher]]:
+    """(base URL, site, a Fetcher allowed to reach exactly the site's address and port)."""
+    site_media.canary_port = canary.port
+    site_media.requests.clear()
+    site_media.bytes_served = 0
+    server = TestServer(site_app(site_media), host="127.0.0.1")
+    await server.start_server()
+    policy = FetchPolicy(allow_hosts=frozenset({("127.0.0.1", server.port)}))
+    async with Fetcher(policy) as fetcher:
+        yield f"http://127.0.0.1:{server.port}", site_media, fetcher
+    await server.close()

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp.test_utils import TestServer
 
 from server.errors import UnmaskError
-from server.media.fetch import Fetcher, FetchPolicy
 from server.media.netguard import FetchFailed, FetchRefused
 from server.media.resolve import FetcherRH, ResolvedMedia, UnsupportedSite, resolve_page
-from tests.helpers.streams import Canary, StreamSite, canary_server, make_site, site_app
+from tests.helpers.streams import Canary, StreamSite, make_site
 from tests.helpers.videos import face_frames, write_face_video
 
 
@@ -21,26 +18,6 @@ def site_media(tmp_path_factory: pytest.TempPathFactory) -> StreamSite:
     """The fake site's media, encoded once for this module."""
     path = write_face_video(tmp_path_factory.mktemp("site") / "face.mp4", seconds=1.0)
     return make_site(path.read_bytes(), list(face_frames(1.0, size=(320, 240), face=160)))
-
-
-@pytest.fixture
-async def canary() -> AsyncIterator[Canary]:
-    async with canary_server() as c:
-        yield c
-
-
-@pytest.fixture
-async def site(site_media: StreamSite, canary: Canary) -> AsyncIterator[tuple[str, StreamSite, Fetcher]]:
-    """(base URL, site, a Fetcher allowed to reach exactly the site's address and port)."""
-    site_media.canary_port = canary.port
-    site_media.requests.clear()
-    site_media.bytes_served = 0
-    server = TestServer(site_app(site_media), host="127.0.0.1")
-    await server.start_server()
-    policy = FetchPolicy(allow_hosts=frozenset({("127.0.0.1", server.port)}))
-    async with Fetcher(policy) as fetcher:
-        yield f"http://127.0.0.1:{server.port}", site_media, fetcher
-    await server.close()
 
 
 async def test_social_page_resolves_to_its_og_video(site) -> None:
