@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from server.analysis.verdict import is_tampered
 from server.robust.adaptive import TamperAwarePGD, squeezer_transforms
 from server.robust.attacks import CWL2, EOTPGD, FGSM, PGD, Attack
 from server.robust.calibrate import evenly, quantize
@@ -302,16 +303,19 @@ def tamper_section(
 
 
 def _video_alarms(flagged: np.ndarray, groups: Sequence[str]) -> dict[str, Any]:
-    """How many clean videos would carry at least one / two flagged crops (a "tampered" verdict
-    needs one suspicious frame)."""
+    """How many clean videos carry at least one / two flagged crops, and how many the service's
+    rule (server/analysis/verdict.py) would label tampered from their count."""
     per: dict[str, int] = {}
+    crops: dict[str, int] = {}
     for g, f in zip(groups, flagged, strict=True):
         per[g] = per.get(g, 0) + int(f)
+        crops[g] = crops.get(g, 0) + 1
     n = len(per)
     return {
         "n": n,
         "with_1_flag": sum(v >= 1 for v in per.values()) / n if n else None,
         "with_2_flags": sum(v >= 2 for v in per.values()) / n if n else None,
+        "labelled_tampered": sum(is_tampered(v, crops[g]) for g, v in per.items()) / n if n else None,
         "crops_per_video": round(len(groups) / n, 1) if n else None,
     }
 

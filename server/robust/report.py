@@ -101,9 +101,15 @@ def _video_line(v: dict[str, Any] | None) -> list[str]:
     return [
         "",
         f"Per video: {_pct(v['with_1_flag'])} % of the {v['n']} clean videos have at least one flagged crop "
-        f"and {_pct(v['with_2_flags'])} % at least two ({v['crops_per_video']} crops per video here; the "
-        "service samples 2 frames/s and labels a video tampered from 2 suspicious face frames and 10 % "
-        "of them; one flagged frame is purified and re-scored).",
+        f"and {_pct(v['with_2_flags'])} % at least two ({v['crops_per_video']} crops per video here); "
+        + (
+            f"the service's rule would label {_pct(v['labelled_tampered'])} % of them tampered "
+            if v.get("labelled_tampered") is not None
+            else ""
+        )
+        + "(`server/analysis/verdict.py`: a count of flagged face frames that a clean video reaches by "
+        "chance with probability below 1 % at a 5 % per-frame rate, e.g. 3 of 6 or 13 of 120; fewer "
+        "flagged frames are purified and re-scored without that label).",
     ]
 
 

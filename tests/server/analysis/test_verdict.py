@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import pytest
 
 from server.analysis.frames import FrameResult
-from server.analysis.verdict import MIN_TAMPERED_FRAMES, MIN_TAMPERED_SHARE, Label, aggregate, is_tampered
+from server.analysis.verdict import (
+    CLEAN_FRAME_FPR,
+    TAMPERED_ALPHA,
+    Label,
+    aggregate,
+    is_tampered,
+    tampered_min_frames,
+)
 from server.settings import REPO_ROOT
 from server.vision.checkpoint import load_card
 
@@ -61,12 +71,14 @@ def test_one_flagged_frame_is_not_enough_for_tampered() -> None:
     assert "1 of 6 face frame(s) looked perturbed" in out["reason"]
 
 
-def test_flagged_frames_below_the_share_of_a_long_video_do_not_make_it_tampered() -> None:
+def test_flagged_frames_below_the_count_of_a_long_video_do_not_make_it_tampered() -> None:
     n = 60
-    flagged = int(MIN_TAMPERED_SHARE * n) - 1
-    results = frames([0.1] * n, tampers=[0.9] * flagged + [0.1] * (n - flagged))
-    assert verdict(results)["label"] == Label.AUTHENTIC
-    results = frames([0.1] * n, tampers=[0.9] * (flagged + 1) + [0.1] * (n - flagged - 1))
+    need = tampered_min_frames(n)
+    results = frames([0.1] * n, tampers=[0.9] * (need - 1) + [0.1] * (n - need + 1))
+    out = verdict(results)
+    assert out["label"] == Label.AUTHENTIC
+    assert f"fewer than the {need} a tampered verdict needs" in out["reason"]
+    results = frames([0.1] * n, tampers=[0.9] * need + [0.1] * (n - need))
     assert verdict(results)["label"] == Label.TAMPERED
 
 
@@ -75,11 +87,34 @@ def test_flagged_frames_below_the_share_of_a_long_video_do_not_make_it_tampered(
     [
         (0, 6, False),
         (1, 6, False),
-        (MIN_TAMPERED_FRAMES, 6, True),
-        (2, 30, False),
-        (3, 30, True),
+        (2, 6, False),  # 2 of 6 happen to 3.3 % of clean 6-frame clips at a 5 % per-frame rate
+        (3, 6, True),
         (6, 6, True),
+        (3, 12, False),
+        (4, 12, True),
+        (12, 120, False),
+        (13, 120, True),
+        (1, 1, False),
     ],
 )
 def test_is_tampered(suspicious: int, face_frames: int, expected: bool) -> None:
     assert is_tampered(suspicious, face_frames) is expected
+
+
+def _exact_tail(n: int, k: int) -> Fraction:
+    """P(X >= k) for X ~ Binomial(n, CLEAN_FRAME_FPR), in exact rational arithmetic."""
+    p = Fraction(CLEAN_FRAME_FPR).limit_denominator(1000)
+    return sum((Fraction(math.comb(n, j)) * p**j * (1 - p) ** (n - j) for j in range(k, n + 1)), Fraction(0))
+
+
+@pytest.mark.parametrize("n", [3, 6, 12, 30, 120, 400])
+def test_the_count_is_the_smallest_a_clean_video_reaches_by_chance_less_than_alpha(n: int) -> None:
+    k = tampered_min_frames(n)
+    assert _exact_tail(n, k) < TAMPERED_ALPHA
+    if k > 2:
+        assert _exact_tail(n, k - 1) >= TAMPERED_ALPHA
+
+
+def test_the_longest_videos_get_a_count_near_their_expected_false_alarms() -> None:
+    # 3,600 frames: 180 expected by chance at 5 %, sd 13; (1 - p) ** n alone would underflow.
+    assert 180 < tampered_min_frames(3600) < 180 + 4 * 13
