@@ -318,6 +318,9 @@ async def _run(args, data_dir: Path) -> dict:
         "UNMASK_PORT": str(PORT),
         "UNMASK_DATABASE_URL": url,
         "UNMASK_LOG_LEVEL": "WARNING",
+        # No worker runs (--no-worker): a check with a frame over the tamper threshold would wait
+        # for one. Purification is a worker's CPU, not this server's; flagged frames are counted.
+        "UNMASK_PURIFY": "false",
         "UNMASK_RATE_BURST": str(max(30, args.rate)),  # a second of look-ups may arrive at once
     }
     server_log = (data_dir / "server.log").open("wb")

@@ -72,7 +72,8 @@ def main() -> None:
     for name, threads in settings.items():
         print(
             f"throughput ratio (concurrent ÷ one at a time), {threads} thread(s) per call ({name}) = "
-            f"{med(seq[name]) / med(conc[name]):.2f}" + (" (target ≥ 1.5)" if name.startswith("server") else "")
+            f"{med(seq[name]) / med(conc[name]):.2f}"
+            + (" (target ≥ 1.5)" if name.startswith("server") else "")
         )
     print(
         f"time taken with one thread per call ÷ all cores: one at a time "

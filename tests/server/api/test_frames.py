@@ -88,13 +88,19 @@ async def test_idle_frames_check_is_finalised(aiohttp_client, settings, frames) 
 @pytest.mark.parametrize(
     ("build", "status", "code"),
     [
-        pytest.param(lambda f: [("frame", b"not a jpeg"), ("t", "0")], 422, "undecodable_media", id="garbage"),
-        pytest.param(lambda f: [("frame", _jpeg(f[0], "GIF")), ("t", "0")], 415, "unsupported_media", id="gif"),
+        pytest.param(
+            lambda f: [("frame", b"not a jpeg"), ("t", "0")], 422, "undecodable_media", id="garbage"
+        ),
+        pytest.param(
+            lambda f: [("frame", _jpeg(f[0], "GIF")), ("t", "0")], 415, "unsupported_media", id="gif"
+        ),
         pytest.param(lambda f: [("frame", _jpeg(f[0]))], 400, "invalid_field", id="missing-t"),
         pytest.param(lambda f: [("frame", _jpeg(f[0])), ("t", "soon")], 400, "invalid_field", id="bad-t"),
         pytest.param(lambda f: [("frame", _jpeg(f[0])), ("t", "-1")], 400, "invalid_field", id="negative-t"),
         pytest.param(lambda f: [("picture", _jpeg(f[0]))], 400, "invalid_field", id="unknown-field"),
-        pytest.param(lambda f: [("frame", _jpeg(f[0])), ("t", "0")] * 17, 413, "payload_too_large", id="too-many"),
+        pytest.param(
+            lambda f: [("frame", _jpeg(f[0])), ("t", "0")] * 17, 413, "payload_too_large", id="too-many"
+        ),
         pytest.param(
             lambda f: [("frame", _jpeg(np.zeros((2200, 4000, 3), np.uint8))), ("t", "0")],
             422,

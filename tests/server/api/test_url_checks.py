@@ -27,7 +27,9 @@ async def media_server(media_dir: Path):
         return resp
 
     async def html(request: web.Request) -> web.Response:
-        return web.Response(text="<!doctype html><title>not a video</title>" + " " * 200, content_type="text/html")
+        return web.Response(
+            text="<!doctype html><title>not a video</title>" + " " * 200, content_type="text/html"
+        )
 
     app = web.Application()
     app.router.add_get("/face.mp4", mp4)
