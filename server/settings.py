@@ -19,6 +19,9 @@ from server import limits
 from server.errors import ConfigError
 
 ENV_PREFIX = "UNMASK_"
+# Settings that were renamed: an old name in a file or the environment is an error that names the
+# new one (silently ignoring UNMASK_TORCH_THREADS would undo an operator's cap).
+RENAMED = {"torch_threads": "op_threads"}
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "unmask"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -177,6 +180,7 @@ def load_settings(
     hints = get_type_hints(Settings)
     known = {f.name for f in fields(Settings)} - {"extra"}
     values: dict[str, Any] = {}
+    data: dict[str, Any] = {}
     path = config_file or (Path(env[ENV_PREFIX + "CONFIG"]) if env.get(ENV_PREFIX + "CONFIG") else None)
     if path is not None:
         try:
@@ -184,9 +188,16 @@ def load_settings(
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"config file {path}: {exc}") from exc
         for key, raw in data.items():
+            if key in RENAMED:
+                continue  # reported below, with the new name
             if key not in known:
                 raise ConfigError(f"config file {path}: unknown setting {key!r}")
             values[key] = _coerce(key, raw, hints[key])
+    for old, new in RENAMED.items():
+        if env.get(ENV_PREFIX + old.upper()) is not None or old in data:
+            raise ConfigError(
+                f"setting {old!r} was renamed {new!r} ({ENV_PREFIX}{new.upper()}); it also caps OpenCV now"
+            )
     for key in known:
         raw = env.get(ENV_PREFIX + key.upper())
         if raw is not None and raw != "":

@@ -54,3 +54,13 @@ def test_unknown_key_in_file_is_an_error(tmp_path: Path) -> None:
     cfg.write_text("prot = 1\n")
     with pytest.raises(ConfigError, match="unknown setting 'prot'"):
         load_settings(env={}, config_file=cfg)
+
+
+def test_a_renamed_setting_is_an_error_naming_its_new_name(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'torch_threads' was renamed 'op_threads' \\(UNMASK_OP_THREADS\\)"):
+        load_settings(env={"UNMASK_TORCH_THREADS": "1"})
+    cfg = tmp_path / "unmask.toml"
+    cfg.write_text("torch_threads = 1\n")
+    with pytest.raises(ConfigError, match="renamed 'op_threads'"):
+        load_settings(env={}, config_file=cfg)
+    assert load_settings(env={"UNMASK_OP_THREADS": "1"}).op_threads == 1
