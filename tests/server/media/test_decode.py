@@ -180,7 +180,8 @@ def test_truncated_file_gives_partial_frames_or_a_clear_error(sample_mp4: Path, 
     with open_video(path) as reader:
         samples = [s.t for s in reader.samples(2.0)]
         assert reader.truncated
-    assert 1 <= len(samples) < len(full)
+    assert samples, "the frames before the cut must come out"
+    assert len(samples) < len(full), "a file cut at 30 % cannot give every sample"
     assert samples == full[: len(samples)]
 
 
@@ -194,7 +195,8 @@ def test_cut_transport_stream_gives_the_frames_before_the_cut(
     full = [s.t for s in sample_all(video_files["mpegts"], 2.0)]
     with open_video(path) as reader:
         samples = [s.t for s in reader.samples(2.0)]
-    assert 1 <= len(samples) < len(full)
+    assert samples, "the frames before the cut must come out"
+    assert len(samples) < len(full), "a stream cut at 60 % cannot give every sample"
     assert samples == full[: len(samples)]
 
 
