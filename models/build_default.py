@@ -33,9 +33,8 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
 from server.samples import CREDITS  # noqa: E402
-from server.samples.sets import MARKER, TEST_SET, TRAIN_SET, ensure_sample_set, is_cached  # noqa: E402
+from server.samples.sets import MARKER, TEST_SET, TRAIN_CROP_EVERY, TRAIN_SET, ensure_crops, ensure_sample_set  # noqa: E402
 from server.vision.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from server.vision.datasets import export_video_crops  # noqa: E402
 from server.vision.evaluate import evaluate, markdown_report  # noqa: E402
 from server.vision.train import TrainConfig, train  # noqa: E402
 
@@ -45,7 +44,6 @@ ARCH = "unmask_tiny"
 # Sample sets (TRAIN_SET / TEST_SET in server/samples/sets.py, shared with eval-robustness).
 # Measured on the test set: 40 real + 24 fake training clips and 24 epochs gave frame AUROC 0.929
 # (also 0.929 on the test set as re-encoded now); 48 + 48 clips and 30 epochs 0.948 (docs/DETECTOR.md).
-CROP_EVERY = 3  # training crops: every 3rd frame (neighbouring frames are near-duplicates)
 TRAIN = {"epochs": 30, "batch_size": 32, "lr": 2e-3, "sbi_ratio": 1.0, "val_fraction": 0.2, "seed": 0,
          "target_fpr": 0.05}  # fmt: skip
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -69,18 +67,6 @@ TOLERANCE = {
     "test_video": {"auroc": 0.05, "accuracy": 0.09},
     "val": {"auroc": 0.04, "accuracy": 0.06},
 }
-
-
-def _crops(videos: Path, out: Path, size: tuple[int, int]) -> dict[str, int]:
-    """Export training crops once per sample set (keyed by the set's fingerprint)."""
-    key = (videos / MARKER).read_text()
-    if is_cached(out, key):
-        return json.loads((out / "counts.json").read_text())
-    shutil.rmtree(out, ignore_errors=True)
-    counts = export_video_crops(videos, out, size=size, every=CROP_EVERY)
-    (out / "counts.json").write_text(json.dumps(counts))
-    (out / MARKER).write_text(key)
-    return counts
 
 
 def _test_items(videos: Path, out: Path, size: tuple[int, int]) -> list[Any]:
@@ -224,7 +210,8 @@ def build(
     train_videos, test_videos = work / "train_videos", work / "test_videos"
     fresh = ensure_sample_set(train_videos, TRAIN_SET)
     fresh = ensure_sample_set(test_videos, TEST_SET) or fresh
-    counts = _crops(train_videos, work / "crops", size)
+    ensure_crops(train_videos, work / "crops", size)
+    counts = json.loads((work / "crops" / "counts.json").read_text())
     train_opts = {**TRAIN, "epochs": epochs or TRAIN["epochs"]}
     tag = f"{variant}_e{train_opts['epochs']}"
     run_dir = work / f"run_{tag}"
@@ -234,7 +221,7 @@ def build(
         f"Synthetic sample videos from `unmask samples` (seed {ts['seed']}: {ts['n_real']} real, "
         f"{ts['n_fake']} manipulated = half self-blended, half face-swapped; {ts['seconds']} s at 25 fps, "
         f"{ts['size']} px wide, H.264 CRF 18–30) of two identities (Eileen Collins from scikit-image, "
-        f"Grace Hopper from matplotlib); Haar face crops of every {CROP_EVERY}rd frame "
+        f"Grace Hopper from matplotlib); Haar face crops of every {TRAIN_CROP_EVERY}rd frame "
         f"({counts['real']} real, {counts['fake']} fake) plus on-the-fly self-blended pseudo-fakes from "
         f"{TRAIN['sbi_ratio']:.0%} of the real training crops; JPEG/resize/blur/noise augmentations; 20 % of "
         f"the videos held out for calibration and threshold."

@@ -10,18 +10,13 @@ same spec (a ``fingerprint.txt`` written last, so an interrupted step is redone)
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.samples.sets import MARKER, TEST_SET, TRAIN_SET, ensure_sample_set, is_cached
+from server.samples.sets import MARKER, TEST_SET, TRAIN_SET, ensure_crops, ensure_sample_set
 from server.vision.checkpoint import load_card
 
-# Training crops: every 3rd frame, as the default detector was trained on.
-TRAIN_CROP_EVERY = 3
 # Tamper fit: at most this many training crops per class (``unmask tamper fit``'s default).
 TAMPER_PER_CLASS = 300
 
@@ -35,20 +30,6 @@ class Prepared:
     train_crops: Path
     models: Path  # substitute / Lipschitz detectors trained on these training crops
     tamper: str  # "kept" (matched the weights) or "fitted"
-
-
-def ensure_crops(videos: Path, out: Path, size: tuple[int, int], every: int = TRAIN_CROP_EVERY) -> bool:
-    """Export the face crops of ``videos`` into ``out`` unless done for the same videos; True if done."""
-    from server.vision.datasets import export_video_crops
-
-    key = hashlib.sha256(f"{(videos / MARKER).read_text()}:{size}:{every}".encode()).hexdigest()
-    if is_cached(out, key):
-        return False
-    shutil.rmtree(out, ignore_errors=True)
-    counts = export_video_crops(videos, out, size=size, every=every)
-    (out / "counts.json").write_text(json.dumps(counts))
-    (out / MARKER).write_text(key)
-    return True
 
 
 def ensure_tamper(model_dir: Path, crops: Path, *, refit: bool = False) -> str:

@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+# Training crops: every 3rd frame (neighbouring frames are near-duplicates).
+TRAIN_CROP_EVERY = 3
 # The test set uses another seed, so its motion paths, lighting, backgrounds, compression, blend
 # parameters and swap donors are all unseen in training.
 TRAIN_SET = {"n_real": 48, "n_fake": 48, "seconds": 3.0, "size": 320, "seed": 101}
@@ -56,4 +58,19 @@ def ensure_sample_set(directory: Path, spec: dict[str, Any]) -> bool:
     shutil.rmtree(directory, ignore_errors=True)
     generate_samples(directory, **spec)
     (directory / MARKER).write_text(key)
+    return True
+
+
+def ensure_crops(videos: Path, out: Path, size: tuple[int, int], every: int = TRAIN_CROP_EVERY) -> bool:
+    """Export the face crops of the sample set ``videos`` into ``out`` (with ``counts.json``) unless
+    done for the same set, size and spacing; True if exported."""
+    from server.vision.datasets import export_video_crops
+
+    key = hashlib.sha256(f"{(videos / MARKER).read_text()}:{size}:{every}".encode()).hexdigest()
+    if is_cached(out, key):
+        return False
+    shutil.rmtree(out, ignore_errors=True)
+    counts = export_video_crops(videos, out, size=size, every=every)
+    (out / "counts.json").write_text(json.dumps(counts))
+    (out / MARKER).write_text(key)
     return True
