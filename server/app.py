@@ -16,6 +16,7 @@ from server.analysis.runtime import Runtime
 from server.api import setup_routes
 from server.api.url_checks import resume_url_check
 from server.auth_middleware import auth_middleware, body_limit_middleware
+from server.db import cache
 from server.db.engine import create_engine, session_factory
 from server.jobs import JobManager
 from server.keys import (
@@ -84,6 +85,16 @@ async def model_ctx(app: web.Application) -> AsyncIterator[None]:
     app[runtime_key].enable_batching()
     yield
     app[runtime_key].close()
+
+
+async def frame_index_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The active model's frame hashes in memory, loaded in the background (see frame_mirror)."""
+    settings, sessions = app[settings_key], app[sessions_key]
+    if settings.cache_index_max_rows > 0:
+        ref = cache.model_ref(app[runtime_key].detector.card)
+        await cache.start_mirror(sessions, ref, settings.cache_index_max_rows)
+    yield
+    await cache.stop_mirrors(sessions)
 
 
 def fetch_policy(settings: Settings) -> FetchPolicy:
@@ -163,7 +174,17 @@ def create_app(settings: Settings) -> web.Application:
     app[metrics_key].watch(app)
     app.on_response_prepare.append(response_headers(origins))
     app.cleanup_ctx.extend(
-        [spool_ctx, database_ctx, executor_ctx, model_ctx, fetcher_ctx, celery_ctx, jobs_ctx, gc_ctx]
+        [
+            spool_ctx,
+            database_ctx,
+            executor_ctx,
+            model_ctx,
+            frame_index_ctx,
+            fetcher_ctx,
+            celery_ctx,
+            jobs_ctx,
+            gc_ctx,
+        ]
     )
     setup_routes(app)
     return app

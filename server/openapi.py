@@ -452,7 +452,30 @@ PATHS: dict[str, Any] = {
             "operationId": "readyz",
             "summary": "Readiness: the database answers and the model is loaded",
             "responses": {
-                "200": _json(_obj(["status"], {"status": {"const": "ready"}}), "Ready."),
+                "200": _json(
+                    _obj(
+                        ["status"],
+                        {
+                            "status": {"const": "ready"},
+                            "frame_index": {
+                                "type": "object",
+                                "description": "The in-memory near-duplicate index per model ref "
+                                "(look-ups use the database until `ready`).",
+                                "additionalProperties": _obj(
+                                    ["ready", "rows", "segments"],
+                                    {
+                                        "ready": {"type": "boolean"},
+                                        "rows": {"type": "integer"},
+                                        "segments": {"type": "integer"},
+                                        "answered": {"type": "integer"},
+                                        "disabled": {"type": "string"},
+                                    },
+                                ),
+                            },
+                        },
+                    ),
+                    "Ready.",
+                ),
                 "503": _json(
                     _obj(
                         ["status", "problems"],

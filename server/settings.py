@@ -63,6 +63,10 @@ class Settings:
     early_verdict: bool = True
     # How long a verdict is served from cache; a new detector version never reuses one anyway.
     cache_ttl_s: int = 30 * 24 * 3600
+    # Near-duplicate look-ups from an in-memory copy of the active model's frame hashes
+    # (server/db/frame_mirror.py; ~130 bytes of server memory per hash, measured). Above this
+    # many the copy is dropped and look-ups query the database; 0 never keeps one.
+    cache_index_max_rows: int = 5_000_000
     # Names this server among several sharing one database (restart recovery is per instance).
     instance_id: str = field(default_factory=socket.gethostname)
     # DIP purification on Celery workers (worker/). Preset: auto (fast on CUDA, cpu on CPU),

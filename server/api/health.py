@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from server.db import cache
 from server.db.engine import ping
-from server.keys import engine_key, runtime_key
+from server.keys import engine_key, runtime_key, sessions_key
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -24,7 +25,10 @@ async def readyz(request: web.Request) -> web.Response:
         problems["model"] = "not loaded"
     if problems:
         return web.json_response({"status": "unavailable", "problems": problems}, status=503)
-    return web.json_response({"status": "ready"})
+    # Informational: near-duplicate look-ups use the database until the index is ready.
+    return web.json_response(
+        {"status": "ready", "frame_index": cache.mirror_status(request.app[sessions_key])}
+    )
 
 
 def register(app: web.Application) -> None:

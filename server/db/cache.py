@@ -7,13 +7,14 @@ model is never served as another's.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
@@ -27,6 +28,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    exists,
     func,
     select,
     union_all,
@@ -35,6 +37,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
+from server.db.frame_mirror import FrameMirror
 from server.db.models import CacheKey, Check, CheckStatus, FrameHash, Verdict
 from server.vision.card import ModelCard
 from server.vision.phash import bands, to_signed, to_unsigned
@@ -143,9 +146,10 @@ async def store(
             )
             await s.execute(stmt)
             described.append({"kind": kind, "value": value})
+        stored: list[FrameHash] = []
         if frame_hashes:
             await s.execute(delete(FrameHash).where(FrameHash.check_id == check_id))
-            s.add_all(
+            stored = [
                 FrameHash(
                     check_id=check_id,
                     model_ref=ref,
@@ -160,8 +164,15 @@ async def store(
                 )
                 for seq, t, h in frame_hashes
                 for b in [bands(to_unsigned(h))]
-            )
+            ]
+            s.add_all(stored)
+            await s.flush()  # assigns the ids the in-memory index records
             described.append({"kind": "frames", "count": len(frame_hashes)})
+        rows = [(f.id, f.seq, f.phash) for f in stored]
+    mirror = _state(sessions).mirrors.get(ref)
+    if mirror is not None and rows:
+        ids, seqs, hashes = (list(c) for c in zip(*rows, strict=True))
+        mirror.add_local(ids, check_id, seqs, hashes, expires.timestamp())
     hot = _hot_keys(sessions)
     for key in described:
         if "value" in key:
@@ -363,6 +374,8 @@ class _State:
     # Look-ups only read, each query on its own: in autocommit they skip the BEGIN and ROLLBACK
     # round trips PostgreSQL would otherwise get around every look-up.
     engine: AsyncEngine
+    # In-memory near-duplicate indexes by model ref (server/db/frame_mirror.py), when started.
+    mirrors: dict[str, FrameMirror] = field(default_factory=dict)
 
 
 _states: WeakKeyDictionary[async_sessionmaker, _State] = WeakKeyDictionary()
@@ -451,6 +464,31 @@ def _band_values(unsigned: list[int]) -> list[list[int]]:
     return [sorted({b[i] for b in split}) for i in range(4)]
 
 
+# A candidate's stored frames: check id, seqs and unsigned hashes, seqs ascending.
+Frames = tuple[str, np.ndarray, np.ndarray]
+
+
+def _candidates(unsigned: list[int], groups: Sequence[Frames]) -> Iterable[Candidate]:
+    """The candidates worth confirming, with their frames matching a query frame.
+
+    As the PostgreSQL query: a candidate needs MIN_MATCHED_FRAMES query frames with a stored frame
+    within FRAME_MATCH_BITS before its alignment is voted on.
+    """
+    if not groups:
+        return
+    query = np.array(unsigned, dtype=np.uint64)
+    stored = np.concatenate([g[2] for g in groups])
+    # Hamming distance of every query frame to every candidate frame in one pass.
+    match = np.bitwise_count(query[:, None] ^ stored[None, :]) <= FRAME_MATCH_BITS
+    sizes = [len(g[1]) for g in groups]
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.intp)
+    reachable = np.logical_or.reduceat(match, starts, axis=1).sum(axis=0).tolist()
+    for (check_id, seqs, _), start, size, most in zip(groups, starts.tolist(), sizes, reachable, strict=True):
+        if most >= MIN_MATCHED_FRAMES:
+            qis, js = np.nonzero(match[:, start : start + size])  # row-major: by query frame, then seq
+            yield check_id, size, seqs[js].tolist(), qis.tolist()
+
+
 def _frame_match(conn: Connection, unsigned: list[int], ref: str) -> tuple[str, int, dict[str, Any]] | None:
     """The best confirmed candidate (check id, matched frames, verdict), on one SQLite connection."""
     params: dict[str, Any] = {"ref": ref, "now": _now()}
@@ -463,19 +501,10 @@ def _frame_match(conn: Connection, unsigned: list[int], ref: str) -> tuple[str, 
     ids = [r[0] for r in rows]
     starts = [j for j in range(len(ids)) if j == 0 or ids[j] != ids[j - 1]]
     ends = [*starts[1:], len(ids)]
-    query = np.array(unsigned, dtype=np.uint64)
+    seqs = np.array([r[1] for r in rows], dtype=np.int64)
     stored = np.array([r[2] for r in rows], dtype=np.int64).view(np.uint64)
-    # Hamming distance of every query frame to every candidate frame in one pass.
-    match = np.bitwise_count(query[:, None] ^ stored[None, :]) <= FRAME_MATCH_BITS
-    reachable = np.logical_or.reduceat(match, starts, axis=1).sum(axis=0).tolist()
-
-    def candidates() -> Iterable[Candidate]:
-        for start, end, most in zip(starts, ends, reachable, strict=True):
-            if most >= MIN_MATCHED_FRAMES:  # as the PostgreSQL query's filter
-                qis, js = np.nonzero(match[:, start:end])  # row-major: by query frame, then seq
-                yield ids[start], end - start, [rows[start + j][1] for j in js.tolist()], qis.tolist()
-
-    best = _confirm(len(unsigned), candidates())
+    groups = [(ids[a], seqs[a:b], stored[a:b]) for a, b in zip(starts, ends, strict=True)]
+    best = _confirm(len(unsigned), _candidates(unsigned, groups))
     if best is None:
         return None
     verdict = conn.execute(_VERDICT_QUERY, {"check_id": best[0]}).scalar_one_or_none()
@@ -505,16 +534,80 @@ async def _frame_match_pg(
     return None if payload is None else (best[0], best[1], json.loads(payload))
 
 
+# The verdict of a candidate found in memory, if the database still holds its frames unexpired.
+_CONFIRM_QUERY = select(Verdict.payload).where(
+    Verdict.check_id == bindparam("check_id"),
+    exists().where(
+        FrameHash.check_id == bindparam("check_id"),
+        FrameHash.model_ref == bindparam("ref"),
+        FrameHash.expires_at > bindparam("now"),
+    ),
+)
+
+# _mirror_match's answer when only the database can tell (its hit is gone there).
+_UNSURE: Any = object()
+
+
+async def _mirror_match(
+    sessions: async_sessionmaker, mirror: FrameMirror, unsigned: list[int]
+) -> tuple[str, int, dict[str, Any]] | None:
+    """As _frame_match, with candidates from the in-memory index; a hit is confirmed in the database.
+
+    A miss needs no database at all. A hit whose frames another process removed is dropped from
+    the index and the look-up left to the database (_UNSURE), which then finds what it would have.
+    """
+    groups = mirror.index.candidates(unsigned, time.time(), MAX_CANDIDATES)
+    best = _confirm(len(unsigned), _candidates(unsigned, groups))
+    if best is None:
+        mirror.answered += 1
+        return None
+    params = {"check_id": best[0], "ref": mirror.ref, "now": _now()}
+    verdict = await _read(sessions, lambda conn: conn.execute(_CONFIRM_QUERY, params).scalar_one_or_none())
+    if verdict is None:
+        mirror.forget(best[0])
+        return _UNSURE
+    mirror.answered += 1
+    return best[0], best[1], verdict
+
+
+async def start_mirror(sessions: async_sessionmaker, ref: str, max_rows: int) -> FrameMirror:
+    """Serve ``ref``'s near-duplicate look-ups from memory once its frame hashes are loaded."""
+    state = _state(sessions)
+    mirror = state.mirrors.get(ref)
+    if mirror is None:
+        mirror = state.mirrors[ref] = FrameMirror(
+            functools.partial(_read, sessions), state.engine.dialect.name, ref, max_rows
+        )
+        mirror.start()
+    return mirror
+
+
+async def stop_mirrors(sessions: async_sessionmaker) -> None:
+    state = _state(sessions)
+    mirrors, state.mirrors = list(state.mirrors.values()), {}
+    for mirror in mirrors:
+        await mirror.stop()
+
+
+def mirror_status(sessions: async_sessionmaker) -> dict[str, Any]:
+    """Each started in-memory index: ready, rows, segments (and why it stopped, if it did)."""
+    return {ref: m.status() for ref, m in _state(sessions).mirrors.items()}
+
+
 async def lookup_frames(sessions: async_sessionmaker, hashes: Sequence[int], ref: str) -> CacheHit | None:
     """The cached verdict of a near-duplicate of the video these sampled-frame hashes came from."""
     unsigned = [to_unsigned(h) for h in hashes[:MAX_QUERY_HASHES]]
     if len(unsigned) < MIN_MATCHED_FRAMES:
         return None
     state = _state(sessions)
-    if state.engine.dialect.name == "postgresql":
+    mirror = state.mirrors.get(ref)
+    found = (
+        await _mirror_match(sessions, mirror, unsigned) if mirror is not None and mirror.ready else _UNSURE
+    )
+    if found is _UNSURE and state.engine.dialect.name == "postgresql":
         async with state.engine.connect() as conn:
             found = await _frame_match_pg(conn, unsigned, ref)
-    else:
+    elif found is _UNSURE:
         found = await _read(sessions, lambda conn: _frame_match(conn, unsigned, ref))
     if found is None:
         return None
@@ -541,7 +634,11 @@ async def invalidate(
             removed += (
                 await s.execute(delete(CacheKey).where(CacheKey.kind == kind, CacheKey.value == value))
             ).rowcount or 0
-    _hot_keys(sessions).forget(check_id=check_id, kind=kind, value=value)
+    state = _state(sessions)
+    state.hot.forget(check_id=check_id, kind=kind, value=value)
+    if check_id is not None:
+        for mirror in state.mirrors.values():
+            mirror.forget(check_id)
     return removed
 
 

@@ -16,6 +16,7 @@ from server.db.urls import canonical_url
 from server.media.decode import open_video
 from server.media.encode import write_video
 from server.vision.phash import phash64
+from tests.helpers.mirror import wait_ready
 from tests.helpers.videos import face_frames, scene_frames
 
 REF = "test-model@1#abcdef012345"
@@ -69,10 +70,15 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-@pytest.fixture
-async def sessions(migrated_url: str):
+@pytest.fixture(params=["database", "memory"])
+async def sessions(request: pytest.FixtureRequest, migrated_url: str):
+    """Each test runs with near-duplicate look-ups in the database, and from the in-memory index."""
     engine = create_engine(migrated_url)
-    yield session_factory(engine)
+    factory = session_factory(engine)
+    if request.param == "memory":
+        await wait_ready(await cache.start_mirror(factory, REF, max_rows=100_000))
+    yield factory
+    await cache.stop_mirrors(factory)
     await engine.dispose()
 
 
