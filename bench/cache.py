@@ -18,6 +18,7 @@ that falls behind shows its queueing (no coordinated omission). Targets (issue 6
     python bench/cache.py [--verdicts 100000] [--rate 500] [--seconds 10] [--database-url URL]
                           [--phases url,near-duplicate] [--data-dir DIR (keep and reuse the fill)]
                           [--sequential N (N look-ups of each kind one by one in-process first)]
+                          [--index memory|database|both (where near-duplicates are looked up)]
 """
 
 from __future__ import annotations
@@ -358,7 +359,7 @@ async def prepare(args) -> tuple[Path, str, list[list[int]]]:
     return data_dir, url, samples
 
 
-async def sequential(url: str, ref: str, n: int, count: int, samples, rng: random.Random) -> None:
+async def sequential(url: str, ref: str, n: int, count: int, samples, rng: random.Random, index: str) -> None:
     """Look-ups one after another in this process, through the cache module (no HTTP, no queueing).
 
     CPU per look-up here is the cache code's own cost (SQLAlchemy, the driver, the confirmation);
@@ -367,6 +368,14 @@ async def sequential(url: str, ref: str, n: int, count: int, samples, rng: rando
     """
     engine = create_engine(url)
     sessions = session_factory(engine)
+    if index == "memory":
+        t0 = time.perf_counter()
+        mirror = await cache.start_mirror(sessions, ref, Settings().cache_index_max_rows)
+        while not mirror.ready:
+            await asyncio.sleep(0.05)
+        print(
+            f"  in-memory index of {mirror.status()['rows']} frame hashes loaded in {time.perf_counter() - t0:.1f} s"
+        )
     parsed = make_url(url)
     database = parsed.database if parsed.get_backend_name() == "postgresql" else None
     cases = {
@@ -396,16 +405,39 @@ async def sequential(url: str, ref: str, n: int, count: int, samples, rng: rando
             + f", wall {wall * 1000 / count:.3f} ms per look-up; load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
+    await cache.stop_mirrors(sessions)
     await engine.dispose()
 
 
-def main_run(args) -> None:
-    data_dir, url, samples = asyncio.run(prepare(args))
-    if args.sequential:
-        ref = json.loads((data_dir / "filled.json").read_text())["ref"]
-        asyncio.run(sequential(url, ref, args.verdicts, args.sequential, samples, random.Random(2)))
-        if not args.phases:
-            return
+def wait_ready(index: str) -> None:
+    """Until the server answers /readyz and, with the in-memory index, has loaded it."""
+    t0 = time.perf_counter()
+    for _ in range(3000):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/readyz", timeout=1) as r:
+                mirrors = json.loads(r.read()).get("frame_index", {})
+            if index == "database" or any(m["ready"] for m in mirrors.values()):
+                rows = sum(m["rows"] for m in mirrors.values())
+                print(
+                    f"server ready in {time.perf_counter() - t0:.1f} s"
+                    + (f", {rows} frame hashes in memory" if rows else "")
+                )
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the server did not become ready")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def serve_and_measure(args, data_dir: Path, url: str, samples, index: str) -> None:
+    """Start the server with near-duplicate look-ups on ``index`` and run the phases against it."""
     # The server runs in its own process (as in production) and the load generator in another,
     # so neither shares the server's event loop.
     env = {
@@ -416,6 +448,7 @@ def main_run(args) -> None:
         "UNMASK_DATABASE_URL": url,
         "UNMASK_LOG_LEVEL": "WARNING",
         "OMP_NUM_THREADS": "1",
+        **({"UNMASK_CACHE_INDEX_MAX_ROWS": "0"} if index == "database" else {}),
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "server", "serve", "--no-worker", "--no-migrate"],
@@ -424,13 +457,9 @@ def main_run(args) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
+        print(f"near-duplicate look-ups: {index} index")
+        wait_ready(index)
+        print(f"server RSS {rss_mb(server.pid):.0f} MB")
         rng = random.Random(1)
         parsed = make_url(url)
         database = parsed.database if parsed.get_backend_name() == "postgresql" else None
@@ -449,6 +478,21 @@ def main_run(args) -> None:
         server.wait(30)
 
 
+def main_run(args) -> None:
+    data_dir, url, samples = asyncio.run(prepare(args))
+    if args.sequential:
+        ref = json.loads((data_dir / "filled.json").read_text())["ref"]
+        for index in ("database", "memory") if args.index == "both" else (args.index,):
+            print(f"near-duplicate look-ups: {index} index")
+            asyncio.run(
+                sequential(url, ref, args.verdicts, args.sequential, samples, random.Random(2), index)
+            )
+        if not args.phases:
+            return
+    for index in ("database", "memory") if args.index == "both" else (args.index,):
+        serve_and_measure(args, data_dir, url, samples, index)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--verdicts", type=int, default=100_000)
@@ -464,6 +508,13 @@ def main() -> None:
         metavar="N",
         help="first time N look-ups of each kind one after another in-process (CPU and wall per look-up); "
         "with --phases '' only these",
+    )
+    ap.add_argument(
+        "--index",
+        choices=("memory", "database", "both"),
+        default="memory",
+        help="near-duplicate look-ups from the server's in-memory index (the default) or the database "
+        "(UNMASK_CACHE_INDEX_MAX_ROWS=0); both: one server after the other, database first",
     )
     ap.add_argument(
         "--data-dir", type=Path, help="keep the filled database here and reuse it on the next run"
