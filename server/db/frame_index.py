@@ -3,7 +3,7 @@
 The same band look-up as the database's (server/db/cache.py): a stored frame is a candidate when
 one of its four 16-bit bands equals a query frame's; the MAX_CANDIDATES checks with the most band
 hits (ties: smaller check id) come back with all their frames. Here a band look-up is a binary
-search in a sorted array instead of an index seek and a round trip.
+table read instead of an index seek and a round trip.
 
 Rows arrive in batches (server/db/frame_mirror.py reads them) and become immutable segments:
 one large one from start-up, small ones after. A check's current rows are all in one segment
@@ -11,7 +11,9 @@ one large one from start-up, small ones after. A check's current rows are all in
 by a read limit) replace the old rows of the same ``seq`` and move, with the old rows they keep,
 to the new segment. Rows of a check in any other segment are dead. Per-check state (owner,
 expiry, id) lives in arrays indexed by check, so the look-up's filters read small arrays, and
-each band's check numbers are stored in band order, so a band value's rows are one slice.
+the checks of each band key are one slice of a table (no search at all). No
+Python object is kept per row or per check beyond the id string: a million tuples or boxed
+ints would be walked by every full garbage collection (pauses of tens of ms in the server).
 Nothing here touches a database, so it is tested and timed on its own.
 """
 
@@ -28,6 +30,10 @@ from server.vision.phash import BAND_BITS, BANDS
 _U64 = (1 << 64) - 1
 _BAND_MASK = np.uint64((1 << BAND_BITS) - 1)
 _SHIFTS = [np.uint64(BAND_BITS * (BANDS - 1 - i)) for i in range(BANDS)]
+MASK = (1 << BAND_BITS) - 1
+_BANDS = [(band, BAND_BITS * (BANDS - 1 - band)) for band in range(BANDS)]
+# Band keys: band number << BAND_BITS | band value.
+KEYS = BANDS << BAND_BITS
 
 # Check ids are compared as bytes for the tie-break (checks.id is a String(32); ids are ASCII).
 ID_BYTES = 32
@@ -45,6 +51,16 @@ _serials = itertools.count()
 def band_columns(hashes: np.ndarray) -> list[np.ndarray]:
     """The four bands of each unsigned 64-bit hash, as phash.bands orders them."""
     return [((hashes >> s) & _BAND_MASK).astype(np.uint16) for s in _SHIFTS]
+
+
+def band_keys(hashes: np.ndarray) -> np.ndarray:
+    """Each hash's four bands as keys ``band << 16 | value``, band by band (4 × len(hashes))."""
+    return np.concatenate(
+        [
+            np.uint32(band << BAND_BITS) | column.astype(np.uint32)
+            for band, column in enumerate(band_columns(hashes))
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -67,23 +83,26 @@ class Rows:
 
 
 class Segment:
-    """Rows sorted by (check, seq), with each band's values sorted for binary search."""
+    """Rows sorted by (check, seq), with a table from band key to the checks holding it."""
 
     def __init__(self, rows: Rows) -> None:
         self.serial = next(_serials)
         self.rows = rows.take(np.lexsort((rows.seqs, rows.checks)))
-        self.band_values: list[np.ndarray] = []
-        self.band_checks: list[np.ndarray] = []  # the check of each row, in band-value order
-        for column in band_columns(self.rows.hashes):
-            order = np.argsort(column, kind="stable")
-            self.band_values.append(column[order])
-            self.band_checks.append(self.rows.checks[order])
+        # All four bands in one table: key = band number << 16 | band value; the rows of key k
+        # are band_checks[offsets[k]:offsets[k + 1]] (their checks), so a look-up is two reads
+        # per key, no search.
+        keys = band_keys(self.rows.hashes)
+        self.band_checks = np.tile(self.rows.checks, BANDS)[np.argsort(keys, kind="stable")]
+        self.offsets = np.concatenate(([0], np.cumsum(np.bincount(keys, minlength=KEYS))))
         self.checks, starts = np.unique(self.rows.checks, return_index=True)
         self.starts = starts.astype(np.int64)
         self.ends = np.append(self.starts[1:], len(self.rows))
-        self.ranges = dict(
-            zip(self.checks.tolist(), zip(self.starts.tolist(), self.ends.tolist(), strict=True), strict=True)
-        )
+
+    def span(self, check: int) -> tuple[int, int]:
+        """The rows of ``check`` (which must be in this segment): start and end."""
+        # The needle in the array's own type: a Python int made numpy cast the whole array.
+        k = int(self.checks.searchsorted(self.checks.dtype.type(check)))
+        return int(self.starts[k]), int(self.ends[k])
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -163,7 +182,7 @@ class FrameIndex:
             old = self.by_serial.get(int(self.owner[check]))
             if old is None:
                 continue
-            start, end = old.ranges[check]
+            start, end = old.span(check)
             kept = np.arange(start, end)
             kept = kept[~np.isin(old.rows.seqs[kept], rows.seqs[rows.checks == check])]
             carried.append(old.rows.take(kept))
@@ -229,19 +248,13 @@ class FrameIndex:
         As the database's candidate query: current, unexpired rows sharing a band value with a
         query frame, each band hit counted once; most hits first, ties by check id.
         """
-        query = np.asarray(unsigned, dtype=np.uint64)
-        values = [np.unique(column) for column in band_columns(query)]
+        keys = np.array(
+            sorted({band << BAND_BITS | (h >> shift) & MASK for h in unsigned for band, shift in _BANDS}),
+            dtype=np.int64,
+        )
         hits: list[np.ndarray] = []
         for segment in self.segments:
-            found = [
-                _gather(
-                    segment.band_checks[band],
-                    np.searchsorted(segment.band_values[band], values[band], side="left"),
-                    np.searchsorted(segment.band_values[band], values[band], side="right"),
-                )
-                for band in range(BANDS)
-            ]
-            checks = np.concatenate(found)
+            checks = _gather(segment.band_checks, segment.offsets[keys], segment.offsets[keys + 1])
             hits.append(checks[self.owner[checks] == segment.serial])
         checks = np.concatenate(hits) if hits else np.empty(0, dtype=np.int32)
         checks = checks[self.expires[checks] > now]
@@ -252,6 +265,6 @@ class FrameIndex:
         out = []
         for check in chosen.tolist():
             segment = self.by_serial[int(self.owner[check])]
-            start, end = segment.ranges[check]
+            start, end = segment.span(check)
             out.append((self.ids[check], segment.rows.seqs[start:end], segment.rows.hashes[start:end]))
         return out
