@@ -17,7 +17,7 @@ from server.api import setup_routes
 from server.api.url_checks import resume_url_check
 from server.auth_middleware import auth_middleware, body_limit_middleware
 from server.db import cache
-from server.db.engine import create_engine, session_factory
+from server.db.engine import create_engine, fill_pool, session_factory
 from server.jobs import JobManager
 from server.keys import (
     celery_key,
@@ -53,6 +53,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     """The async engine and session factory (interrupted checks are recovered in jobs_ctx)."""
     settings = app[settings_key]
     engine = create_engine(settings.resolved_database_url)
+    await fill_pool(engine)
     app[engine_key] = engine
     app[sessions_key] = session_factory(engine)
     yield

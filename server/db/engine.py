@@ -153,6 +153,29 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+async def fill_pool(engine: AsyncEngine) -> None:
+    """Open every pooled PostgreSQL connection now, not in the first burst that needs them.
+
+    A connection opened under load costs the server a connect and the driver's type set-up while
+    requests queue behind it; in bench/cache.py a 1-2 s host stall (CPU steal) raised concurrent
+    look-ups past the 8 connections in use, and the 12 opened then stretched the stall to 126 ms
+    p99. Best effort: a database that is down now is retried by the requests themselves.
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    conns = []
+    try:
+        for _ in range(POOL_SIZE):
+            conn = await engine.connect()
+            conns.append(conn)
+            await conn.execute(text("SELECT 1"))
+    except Exception:  # any driver error: start anyway, as before
+        pass
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
 async def ping(engine: AsyncEngine) -> None:
     """Raise if the database does not answer."""
     async with engine.connect() as conn:
