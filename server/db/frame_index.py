@@ -42,7 +42,7 @@ ID_BYTES = 32
 _NEVER, _FORGOTTEN = -2, -1
 
 # Small segments from refreshes are merged into one once there are more than this many (each
-# costs a binary search per band in every look-up).
+# costs its own table reads and filters in every look-up).
 MAX_SMALL_SEGMENTS = 8
 
 _serials = itertools.count()
