@@ -11,7 +11,7 @@ import functools
 import json
 import time
 import weakref
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,14 +36,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
+from server.db.frame_match import FRAME_MATCH_BITS, MIN_MATCHED_FRAMES, candidates, confirm
 from server.db.frame_mirror import FrameMirror
 from server.db.models import CacheKey, Check, CheckStatus, FrameHash, Verdict
 from server.vision.card import ModelCard
 from server.vision.phash import bands, to_signed, to_unsigned
-
-# A frame of a re-encode / resize / small crop stays within this many of 64 bits of the
-# original (measured: re-encodes 0–2, a 4 % crop 4–14); unrelated frames differ by ~32.
-FRAME_MATCH_BITS = 12
 
 # Query hashes used for a near-duplicate look-up: enough to survive a trimmed start, few
 # enough to keep the candidate query small.
@@ -51,15 +48,6 @@ MAX_QUERY_HASHES = 32
 
 # Candidate checks confirmed by full sequence comparison, best band-hit counts first.
 MAX_CANDIDATES = 16
-
-# A candidate is the same video when at least this share of the overlapping query frames
-# match, and at least MIN_MATCHED_FRAMES do.
-MIN_MATCH_FRACTION = 0.6
-MIN_MATCHED_FRAMES = 3
-
-# Sampling phase differs between encodes (and a trimmed copy starts mid-GOP): a query frame
-# may meet its original one sample early or late.
-ALIGN_SLACK = 1
 
 # Exact-key hits kept in this process (a viral video's badge is looked up again and again), and
 # for how long one is served before the database is asked again.
@@ -236,7 +224,7 @@ _VERDICT_QUERY = select(Verdict.payload).where(Verdict.check_id == bindparam("ch
 # MIN_MATCHED_FRAMES query frames, only its matching (seq, query frame) pairs, its frame count and
 # its verdict. Usually that is one row for a hit and none for a miss, instead of MAX_CANDIDATES ×
 # 12 frame rows and a second query for the verdict. The alignment vote stays in Python
-# (_confirm), shared with SQLite. The text never changes (arrays, not IN lists), so asyncpg's
+# (frame_match.confirm), shared with SQLite. The text never changes (arrays, not IN lists), so asyncpg's
 # prepared statement is reused.
 _PG_FRAMES_SQL = (
     "WITH hits AS ("
@@ -415,77 +403,9 @@ async def lookup_key(sessions: async_sessionmaker, kind: str, value: str, ref: s
     return hit
 
 
-# A candidate as the confirmation sees it: check id, how many frames it has stored, and its
-# matching (stored seq, query frame) pairs, ordered by query frame, then seq.
-Candidate = tuple[str, int, Sequence[int], Sequence[int]]
-
-
-def _matched_frames(seqs: Sequence[int], qis: Sequence[int]) -> int:
-    """Most query frames matching a stored sequence under one offset (± ALIGN_SLACK).
-
-    ``(seqs[k], qis[k])`` are the pairs of stored frame ``seq`` and query frame ``qi`` within
-    FRAME_MATCH_BITS of each other, ordered by ``qi`` then ``seq``. Offsets are voted for by these
-    pairs first, so only plausible alignments are scored (a long stored video has thousands of
-    possible offsets); ties in the vote go to the pair met first in that order.
-    """
-    pairs = set(zip(seqs, qis, strict=True))
-    votes = Counter(sq - qi for sq, qi in zip(seqs, qis, strict=True))
-    frames = list(dict.fromkeys(qis))
-    slack = range(-ALIGN_SLACK, ALIGN_SLACK + 1)
-    best = 0
-    for offset, _ in votes.most_common(8):
-        matched = sum(1 for qi in frames if any((qi + offset + d, qi) in pairs for d in slack))
-        best = max(best, matched)
-    return best
-
-
-def _confirm(n_query: int, candidates: Iterable[Candidate]) -> tuple[str, int] | None:
-    """The candidate (check id, matched frames) that is the same video, best match first.
-
-    ``candidates`` come best band-hit counts first; among equal matches the earlier one wins.
-    """
-    best: tuple[int, str] | None = None
-    for check_id, size, seqs, qis in candidates:
-        need = max(MIN_MATCHED_FRAMES, MIN_MATCH_FRACTION * min(n_query, size))
-        # A query frame that matches none of the candidate's frames cannot count under any
-        # alignment, so most candidates are dismissed before the vote.
-        most = len(set(qis))
-        if most < need or (best is not None and most <= best[0]):
-            continue
-        matched = _matched_frames(seqs, qis)
-        if matched >= need and (best is None or matched > best[0]):
-            best = (matched, check_id)
-    return None if best is None else (best[1], best[0])
-
-
 def _band_values(unsigned: list[int]) -> list[list[int]]:
     split = [bands(h) for h in unsigned]
     return [sorted({b[i] for b in split}) for i in range(4)]
-
-
-# A candidate's stored frames: check id, seqs and unsigned hashes, seqs ascending.
-Frames = tuple[str, np.ndarray, np.ndarray]
-
-
-def _candidates(unsigned: list[int], groups: Sequence[Frames]) -> Iterable[Candidate]:
-    """The candidates worth confirming, with their frames matching a query frame.
-
-    As the PostgreSQL query: a candidate needs MIN_MATCHED_FRAMES query frames with a stored frame
-    within FRAME_MATCH_BITS before its alignment is voted on.
-    """
-    if not groups:
-        return
-    query = np.array(unsigned, dtype=np.uint64)
-    stored = np.concatenate([g[2] for g in groups])
-    # Hamming distance of every query frame to every candidate frame in one pass.
-    match = np.bitwise_count(query[:, None] ^ stored[None, :]) <= FRAME_MATCH_BITS
-    sizes = [len(g[1]) for g in groups]
-    starts = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.intp)
-    reachable = np.logical_or.reduceat(match, starts, axis=1).sum(axis=0).tolist()
-    for (check_id, seqs, _), start, size, most in zip(groups, starts.tolist(), sizes, reachable, strict=True):
-        if most >= MIN_MATCHED_FRAMES:
-            qis, js = np.nonzero(match[:, start : start + size])  # row-major: by query frame, then seq
-            yield check_id, size, seqs[js].tolist(), qis.tolist()
 
 
 def _frame_match(conn: Connection, unsigned: list[int], ref: str) -> tuple[str, int, dict[str, Any]] | None:
@@ -503,7 +423,7 @@ def _frame_match(conn: Connection, unsigned: list[int], ref: str) -> tuple[str, 
     seqs = np.array([r[1] for r in rows], dtype=np.int64)
     stored = np.array([r[2] for r in rows], dtype=np.int64).view(np.uint64)
     groups = [(ids[a], seqs[a:b], stored[a:b]) for a, b in zip(starts, ends, strict=True)]
-    best = _confirm(len(unsigned), _candidates(unsigned, groups))
+    best = confirm(len(unsigned), candidates(unsigned, groups))
     if best is None:
         return None
     verdict = conn.execute(_VERDICT_QUERY, {"check_id": best[0]}).scalar_one_or_none()
@@ -526,7 +446,7 @@ async def _frame_match_pg(
     rows = (await conn.exec_driver_sql(_PG_FRAMES_SQL, params)).all()
     if not rows:
         return None
-    best = _confirm(len(unsigned), ((r[0], r[1], r[2], r[3]) for r in rows))
+    best = confirm(len(unsigned), ((r[0], r[1], r[2], r[3]) for r in rows))
     if best is None:
         return None
     payload = next(r[4] for r in rows if r[0] == best[0])
@@ -559,7 +479,7 @@ async def _mirror_match(
     the index and the look-up left to the database (_UNSURE), which then finds what it would have.
     """
     groups = mirror.index.candidates(unsigned, time.time(), MAX_CANDIDATES)
-    best = _confirm(len(unsigned), _candidates(unsigned, groups))
+    best = confirm(len(unsigned), candidates(unsigned, groups))
     if best is None:
         mirror.answered += 1
         return None
