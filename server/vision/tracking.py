@@ -23,6 +23,11 @@ SEARCH_SCALE = 3.0
 # 24 px window, small enough that the scan is cheap.
 TRACK_FACE_PX = 72
 
+# A followed face keeps between these times its previous width; window scans look at sizes
+# SIZE_MARGIN beyond them.
+MIN_SIZE_RATIO, MAX_SIZE_RATIO = 0.6, 1.6
+SIZE_MARGIN = 0.8
+
 
 class FaceTracker:
     """A stateful ``FaceDetector`` for one video: full detection periodically, windowed in between."""
@@ -83,13 +88,23 @@ class FaceTracker:
             window = cv2.resize(
                 window, (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))), cv2.INTER_AREA
             )
-        candidates = self.detector.detect(np.ascontiguousarray(window))
+        window = np.ascontiguousarray(window)
+        sized = getattr(self.detector, "detect_sized", None)
+        if sized is not None:
+            # Only sizes a kept match can have (with a margin: the cascade groups neighbouring
+            # sizes), so the small scales that cost most are not scanned.
+            face = max(box.w, box.h) * scale
+            candidates = sized(
+                window, int(face * MIN_SIZE_RATIO * SIZE_MARGIN), round(face * MAX_SIZE_RATIO / SIZE_MARGIN)
+            )
+        else:
+            candidates = self.detector.detect(window)
         best: FaceBox | None = None
         best_dist = float("inf")
         for c in candidates:
             bx, by = x0 + c.x / scale, y0 + c.y / scale
             bw, bh = c.w / scale, c.h / scale
-            if not 0.6 <= bw / box.w <= 1.6:
+            if not MIN_SIZE_RATIO <= bw / box.w <= MAX_SIZE_RATIO:
                 continue
             dist = (bx + bw / 2 - cx) ** 2 + (by + bh / 2 - cy) ** 2
             if dist < best_dist:

@@ -115,3 +115,12 @@ def test_crop_resizes_and_rejects_outside_boxes() -> None:
     assert crop_face(img, FaceBox(*ASTRONAUT_FACE), size=(300, 300)).shape == (300, 300, 3)
     with pytest.raises(ValueError, match="outside"):
         crop_face(img, FaceBox(600, 600, 10, 10))
+
+
+def test_a_sized_scan_finds_only_faces_in_its_size_range(haar: faces.HaarFaceDetector) -> None:
+    image = data.astronaut()
+    side = ASTRONAUT_FACE[2]
+    [face] = haar.detect_sized(image, int(side * 0.5), side * 2)
+    assert face == haar.detect(image)[0]
+    assert haar.detect_sized(image, side * 2, side * 4) == []  # larger than the face
+    assert haar.detect_sized(image, 24, side // 2) == []  # smaller

@@ -42,3 +42,22 @@ def test_a_lost_face_triggers_a_full_scan() -> None:
     assert len(tracker.detect(face)) == 1
     assert tracker.detect(blank) == []
     assert tracker.full_scans == 2
+
+
+class _PlainHaar:
+    """The Haar detector without its sized scan, as any other FaceDetector is followed."""
+
+    def __init__(self) -> None:
+        self.haar = create_face_detector("haar")
+
+    def detect(self, image):  # type: ignore[no-untyped-def]
+        return self.haar.detect(image)
+
+
+def test_size_limited_window_scans_follow_the_same_boxes() -> None:
+    frames = list(face_frames(seconds=6.0, fps=2, size=(640, 360)))
+    sized, plain = FaceTracker(create_face_detector("haar")), FaceTracker(_PlainHaar())
+    for frame in frames:
+        assert sized.detect(frame) == plain.detect(frame)
+    assert sized.full_scans == plain.full_scans
+    assert sized.window_scans == plain.window_scans >= len(frames) - sized.full_scans
