@@ -127,10 +127,10 @@ class FrameMirror:
             parts, loaded = [], []
             total = 0
             while True:
-                batch = await self._read_after(self.high, LOAD_CHUNK)
-                if batch is None:
+                columns = await self._read_after(self.high, LOAD_CHUNK)
+                if columns is None:
                     break
-                ids, rows = batch
+                ids, rows = columns[0], self._rows(columns)
                 parts.append(rows)
                 loaded.append(ids)
                 total += len(rows)
@@ -162,16 +162,17 @@ class FrameMirror:
             after = self.marks[0][1] if self.marks else self.high
             self.marks.append((now, self.high))
             self.held = {i for i in self.held if i > after}
-            batch = await self._read_after(after, None)
-            if batch is None:
+            columns = await self._read_after(after, None)
+            if columns is None:
                 return
-            ids, rows = batch
-            new = [k for k, i in enumerate(ids.tolist()) if i not in self.held]
-            self.high = max(self.high, int(ids[-1]))
-            if not new:
+            ids = columns[0].tolist()
+            self.high = max(self.high, ids[-1])
+            # Rows read again (held) are skipped before they are numbered or their expiry set.
+            keep = np.fromiter((i not in self.held for i in ids), dtype=bool, count=len(ids))
+            if not keep.any():
                 return
-            self.held.update(int(ids[k]) for k in new)
-            self.index.add(rows.take(np.asarray(new)) if len(new) < len(ids) else rows)
+            self.held.update(i for i, k in zip(ids, keep.tolist(), strict=True) if k)
+            self.index.add(self._rows(columns, keep))
             await self._compact()
 
     def add_local(
@@ -189,8 +190,8 @@ class FrameMirror:
     def forget(self, check_id: str) -> None:
         self.index.forget(check_id)
 
-    async def _read_after(self, after: int, limit: int | None) -> tuple[np.ndarray, Rows] | None:
-        """Rows after id ``after`` (at most ``limit``), numbered in this index, expiry recorded."""
+    async def _read_after(self, after: int, limit: int | None) -> Columns | None:
+        """Rows after id ``after`` (at most ``limit``), as columns."""
         params = (self.ref, after, limit or 2**62)
 
         def read(conn: Connection) -> Columns | None:
@@ -200,13 +201,17 @@ class FrameMirror:
             rows = conn.exec_driver_sql(_SQLITE_ROWS_SQL, params).all()
             return _columns(*zip(*rows, strict=True)) if rows else None
 
-        columns = await self.read(read)
-        if columns is None:
-            return None
-        ids, check_ids, seqs, hashes, expires = columns
-        rows = self.index.rows(check_ids, seqs, hashes)  # numbering checks: on the loop only
+        return await self.read(read)
+
+    def _rows(self, columns: Columns, keep: np.ndarray | None = None) -> Rows:
+        """The ``keep`` rows of ``columns`` numbered in this index (on the loop only), expiry recorded."""
+        _, check_ids, seqs, hashes, expires = columns
+        if keep is not None:
+            check_ids = [c for c, k in zip(check_ids, keep.tolist(), strict=True) if k]
+            seqs, hashes, expires = seqs[keep], hashes[keep], expires[keep]
+        rows = self.index.rows(check_ids, seqs, hashes)
         self.index.set_expiry(rows.checks, expires)
-        return ids, rows
+        return rows
 
     async def _compact(self) -> None:
         small = self.index.small_segments()
