@@ -181,12 +181,14 @@ class GrowingFile:
         """Remove the temp file; waiting readers fail instead of hanging."""
         if self._fd is None:
             return
-        if not self._finished:
-            self.fail(UndecodableMedia("upload was closed before it finished"))
         os.close(self._fd)
         self._fd = None
+        # Removed before waiting readers are woken, so a reader that sees the failure never
+        # finds the file still there (open readers keep their own descriptors meanwhile).
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        if not self._finished:
+            self.fail(UndecodableMedia("upload was closed before it finished"))
 
     def __enter__(self) -> GrowingFile:
         return self
