@@ -95,6 +95,7 @@ def cmd_eval_robustness(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "purify_n": args.purify_n,
         "purifier_iterations": args.purifier_iterations,
+        "purifier_device": args.purifier_device,
     }
     extra = {k: v for k, v in extra.items() if v is not None}
     if args.quick:
@@ -217,6 +218,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--purifier", choices=["cpu", "tiny", "fast", "paper"], help="DIP preset (default cpu)")
     p.add_argument("--purifier-iterations", type=int, help="replace the preset's DIP iteration budget")
+    p.add_argument(
+        "--purifier-device", help="cpu or cuda[:N]: where the DIP fits run (the rest stays on the CPU)"
+    )
     p.add_argument("--purify-n", type=int, help="fooled fakes purified (and as many other crops); default 24")
     p.add_argument("--threads", type=int)
     p.add_argument("--seed", type=int)

@@ -393,10 +393,10 @@ def purification_section(
 
     def trace(it: int, idx: list[int], outputs: torch.Tensor) -> None:
         if it % CURVE_EVERY == 0:
-            out = resize(outputs.float(), tuple(batch.shape[-2:])).clamp(0, 1)
+            out = resize(outputs.float().cpu(), tuple(batch.shape[-2:])).clamp(0, 1)
             seen.setdefault(it, {}).update(zip(idx, target.prob(quantize(out)).tolist(), strict=True))
 
-    result = Purifier(config).purify(batch, trace=trace)
+    result = Purifier(config, cfg.purifier_device).purify(batch, trace=trace)
     probs = target.prob(quantize(result.images))
     rates = _purified_rates(probs >= threshold, labels, k, n_other_real)
     by_attack: dict[str, list[int]] = {}
@@ -404,6 +404,7 @@ def purification_section(
         by_attack.setdefault(name, []).append(int(ok))
     return {
         "preset": cfg.purifier,
+        "device": cfg.purifier_device,
         "config_version": config.version(),
         "threshold": threshold,
         "threshold_source": "card" if calibration is None else PURIFY_FILENAME,
@@ -482,10 +483,22 @@ def trained_model(name: str, cfg: RobustnessConfig, **overrides: Any) -> Target:
         **overrides,
     )
     metrics = out / "metrics.json"
-    if metrics.is_file() and json.loads(metrics.read_text()).get("config") == json.loads(
-        json.dumps(train_cfg.to_dict())
-    ):
+    if metrics.is_file() and _same_training(json.loads(metrics.read_text()).get("config"), train_cfg):
         return Target.load(name, out)
     shutil.rmtree(out, ignore_errors=True)
     train(train_cfg)
     return Target.load(name, out)
+
+
+# Settings of how a training ran, not of what it made: a model trained with other values is reused.
+_RUN_ONLY = ("threads", "progress")
+
+
+def _same_training(saved: dict[str, Any] | None, cfg: Any) -> bool:
+    """Whether a saved training config made the model ``cfg`` would make."""
+    if saved is None:
+        return False
+    wanted = json.loads(json.dumps(cfg.to_dict()))
+    return {k: v for k, v in saved.items() if k not in _RUN_ONLY} == {
+        k: v for k, v in wanted.items() if k not in _RUN_ONLY
+    }

@@ -89,6 +89,8 @@ class RobustnessConfig:
     purify_n: int = DEFAULT_PURIFY_N
     purifier: str = "cpu"
     purifier_iterations: int = 0  # 0: the preset's own budget
+    # Where the DIP fits run ("cpu", "cuda[:N]"); attacks and detector scores stay on the CPU.
+    purifier_device: str = "cpu"
     train_steps: int = DEFAULT_TRAIN_STEPS
     lipschitz_lambda: float = DEFAULT_LIPSCHITZ_LAMBDA
     cost_frames: int = DEFAULT_COST_FRAMES
@@ -255,6 +257,11 @@ def check_config(cfg: RobustnessConfig) -> None:
     for name in ("data", "model_dir"):
         if not Path(getattr(cfg, name)).exists():
             raise ConfigError(f"{name} {getattr(cfg, name)} does not exist", path=str(getattr(cfg, name)))
+    device = cfg.purifier_device
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"purifier_device {device!r} is not cpu or cuda[:N]")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"purifier_device {device!r}: this machine has no CUDA device")
     for name in ("train_data", "substitute_dir", "lipschitz_dir"):
         value = getattr(cfg, name)
         if value is not None and not Path(value).exists():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -57,3 +58,18 @@ def test_a_calibration_of_another_purifier_is_ignored(model_dir: Path, tmp_path:
         model_dir / PURIFY_FILENAME
     )
     assert _section(model_dir, tmp_path)["threshold_source"] == "card"
+
+
+def test_the_section_names_the_device_its_fits_ran_on(model_dir: Path, tmp_path: Path) -> None:
+    assert _section(model_dir, tmp_path)["device"] == "cpu"
+
+
+def test_a_model_trained_with_other_thread_counts_is_the_same_training() -> None:
+    from server.robust.eval_parts import _same_training
+    from server.vision.train import TrainConfig
+
+    cfg = TrainConfig(data=Path("crops"), out=Path("m"), arch="unmask_tiny", threads=1, progress=False)
+    saved = {**cfg.to_dict(), "threads": 8, "progress": True}
+    assert _same_training(json.loads(json.dumps(saved)), cfg)
+    assert not _same_training({**json.loads(json.dumps(saved)), "seed": cfg.seed + 1}, cfg)
+    assert not _same_training(None, cfg)

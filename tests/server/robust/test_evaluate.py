@@ -142,3 +142,19 @@ def test_cli_runs_the_quick_evaluation(
     assert args.func(args) == 0
     assert "# Robustness evaluation" in capsys.readouterr().out
     assert (tmp_path / "eval_robustness.json").is_file()
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:0"])
+def test_a_purifier_device_this_machine_cannot_use_is_refused_first(
+    tiny_data: Path, model_dir: Path, tmp_path: Path, device: str
+) -> None:
+    import torch
+
+    from server.errors import ConfigError
+    from server.robust.evaluate import check_config
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    cfg = RobustnessConfig(data=tiny_data, model_dir=model_dir, out=tmp_path, purifier_device=device)
+    with pytest.raises(ConfigError, match=device):
+        check_config(cfg)
