@@ -5,7 +5,7 @@
 #   On this machine, first:  bench/fetch_gpu_wheels.sh      (cp312 wheels into bench/wheels/)
 #                            bench/gpu_data.sh              (sample videos, trained substitutes, bench video)
 #   Device run:              run(command="bash bench/gpu.sh", carry=["bench/wheels",
-#                                "bench/gpu-data/robustness/test_videos", "bench/gpu-data/robustness/models"])
+#                                "bench/gpu-data/robustness/test_crops", "bench/gpu-data/robustness/models"])
 #   (the 60 s bench video is made there: with PyAV's wheel it would pass the 64 MiB carry limit)
 #   CPU smoke run:           bash bench/gpu.sh --quick --device cpu
 set -euo pipefail

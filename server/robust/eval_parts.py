@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 # False-positive rate at which "TPR @ 5 % FPR" re-reads the tamper threshold from held-out clean
 # crops (issue #4: ≥ 95 % TPR at ≤ 5 % FPR), whatever rate the calibration targets.
 REPORT_FPR = 0.05
+# An attack's adversarial fakes, which of them the detector calls real, and which of those it had
+# right unperturbed.
+Pool = tuple[torch.Tensor, np.ndarray, np.ndarray]
 # Iterations between the points of the purification curve (restore / retain along the fit).
 CURVE_EVERY = 100
 # Forward passes are batched this large when only scoring (no autograd, small crops).
@@ -282,23 +285,26 @@ def tamper_section(
     }
     if groups is not None:
         section["clean"]["videos"] = _video_alarms(s_clean > thr, groups)
-    pools: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
-    for name, (meta, adv, _src) in _attack_sets(target, scorer, fakes, cw_idx, white, blackbox, cfg).items():
+    pools: dict[str, Pool] = {}
+    for name, (meta, adv, src) in _attack_sets(target, scorer, fakes, cw_idx, white, blackbox, cfg).items():
         t0 = time.perf_counter()
         fooled = ~target.says_fake(adv)
+        # Fooled by the attack itself: the detector had the unperturbed source right.
+        turned = fooled & target.says_fake(src)
         s = _scores(scorer, target.net, adv)
         flagged = s > thr
         section["attacks"][name] = {
             **meta,
             "n": len(adv),
             "fooled": float(fooled.mean()),
+            "fooled_by_attack": float(turned.mean()),
             "tpr": float(flagged.mean()),
             "tpr_oracle": float((s > oracle).mean()),
             "tpr_fooled": float(flagged[fooled].mean()) if fooled.any() else None,
             "evaded": float((fooled & ~flagged).mean()),
             "score_seconds": round(time.perf_counter() - t0, 2),
         }
-        pools[name] = (adv, fooled)
+        pools[name] = (adv, fooled, turned)
     return section, pools
 
 
@@ -349,9 +355,9 @@ def cost_section(
     }
 
 
-def _pick_fooled(pools: dict[str, tuple[torch.Tensor, np.ndarray]], n: int) -> list[tuple[str, int]]:
+def _pick_fooled(pools: dict[str, Pool], n: int) -> list[tuple[str, int]]:
     """Up to ``n`` (attack, index) pairs of fooled fakes, taken round-robin over the attacks."""
-    queues = {k: [int(i) for i in np.flatnonzero(fooled)] for k, (_, fooled) in pools.items()}
+    queues = {k: [int(i) for i in np.flatnonzero(fooled)] for k, (_, fooled, _) in pools.items()}
     queues = {k: evenly(q, n) for k, q in queues.items() if q}
     out: list[tuple[str, int]] = []
     while len(out) < n and any(queues.values()):
@@ -365,14 +371,14 @@ def purification_section(
     target: Target,
     reals: torch.Tensor,
     fakes: torch.Tensor,
-    pools: dict[str, tuple[torch.Tensor, np.ndarray]],
+    pools: dict[str, Pool],
     cfg: RobustnessConfig,
 ) -> dict[str, Any]:
     """DIP-purify fooled fakes and as many other crops; how many each group gets right afterwards."""
     fooled = _pick_fooled(pools, cfg.purify_n)
     n_real = cfg.purify_n // 2
     right_fakes = np.flatnonzero(target.says_fake(fakes))
-    not_fooled = [(k, int(i)) for k, (_, f) in pools.items() for i in np.flatnonzero(~f)]
+    not_fooled = [(k, int(i)) for k, (_, f, _) in pools.items() for i in np.flatnonzero(~f)]
     other_fakes = [("clean", int(i)) for i in evenly(right_fakes, (cfg.purify_n - n_real + 1) // 2)]
     other_fakes += evenly(not_fooled, cfg.purify_n - n_real - len(other_fakes))
     images = [pools[k][0][i] for k, i in fooled]
@@ -402,6 +408,10 @@ def purification_section(
     by_attack: dict[str, list[int]] = {}
     for (name, _), ok in zip(fooled, probs[:k] >= threshold, strict=True):
         by_attack.setdefault(name, []).append(int(ok))
+    # The paper's detector (99.7 % clean) missed almost no unperturbed fake, so its fooled fakes were
+    # the attack's doing; ours misses some clean, and no purification can turn those: count both.
+    turned = np.array([bool(pools[name][2][i]) for name, i in fooled], dtype=bool)
+    restored = probs[:k] >= threshold
     return {
         "preset": cfg.purifier,
         "device": cfg.purifier_device,
@@ -416,6 +426,13 @@ def purification_section(
         # The same outputs judged by the card's threshold (what Unmask did without purify.json).
         "card_threshold": _purified_rates(probs >= target.card.threshold, labels, k, n_other_real),
         "restore_by_attack": {name: float(np.mean(v)) for name, v in by_attack.items()},
+        "n_turned": int(turned.sum()),
+        "restored_turned": int(restored[turned].sum()),
+        "restore_rate_turned": float(restored[turned].mean()) if turned.any() else None,
+        "picks": [
+            {"attack": name, "index": i, "turned_by_attack": bool(t), "purified_p_fake": float(p)}
+            for (name, i), t, p in zip(fooled, turned, probs[:k], strict=True)
+        ],
         "seconds_per_crop": round(result.seconds / len(batch), 2),
         "iterations": int(np.median(result.iterations)),
         "curve": _curve(seen, labels, k, n_other_real, target.card.threshold),

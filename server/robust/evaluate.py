@@ -184,7 +184,8 @@ def evaluate_robustness(
         label: evenly([it for it in items if (it.label != 0) == label], cfg.per_class) for label in (0, 1)
     }
     real, fake = crops_of([*picked[0], *picked[1]])
-    groups = [it.group for it in picked[0]] + [it.group for it in picked[1]]
+    # Class-qualified: an image folder's groups are bare video stems, which a real and a fake share.
+    groups = [f"real:{it.group}" for it in picked[0]] + [f"fake:{it.group}" for it in picked[1]]
     if not real or not fake:
         raise ConfigError(f"{cfg.data} needs face crops of both real and fake videos", path=str(cfg.data))
     reals, fakes = to_tensor(real, size), to_tensor(fake, size)

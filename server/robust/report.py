@@ -138,6 +138,16 @@ def tamper_table(tamper: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _turned_row(p: dict[str, Any]) -> list[str]:
+    """The restore rate among the fooled fakes the attack turned (the detector had them right clean)."""
+    if p.get("restore_rate_turned") is None:
+        return []
+    return [
+        f"| … of them turned by the attack (detector right on the unperturbed fake) | "
+        f"{_pct(p['restore_rate_turned'])} % ({p['restored_turned']}/{p['n_turned']}) | — |"
+    ]
+
+
 def purification_lines(p: dict[str, Any]) -> list[str]:
     """Restore / retain rates beside the paper's 95 % / 98 %."""
     if "skipped" in p:
@@ -148,6 +158,7 @@ def purification_lines(p: dict[str, Any]) -> list[str]:
         "|---|---|---|",
         f'| fooled fakes restored to "fake" | {_pct(p["restore_rate"])} % '
         f"({p['restored']}/{p['n_fooled']}) | {PAPER_DIP['restore']:.0f} % (38/40) |",
+        *_turned_row(p),
         f"| other crops still right | {_pct(p['retain_rate'])} % ({p['retained']}/{p['n_other']}: "
         f"reals {_pct(p['retain_real'])} %, fakes {_pct(p['retain_fake'])} %) | "
         f"{PAPER_DIP['retain']:.0f} % (59/60) |",

@@ -24,7 +24,8 @@ def model_dir(tiny_checkpoint: Path, tmp_path: Path) -> Path:
 def _section(model_dir: Path, tmp_path: Path) -> dict:
     gen = torch.Generator().manual_seed(0)
     reals, fakes = (torch.rand(4, 3, 128, 128, generator=gen) for _ in range(2))
-    pools = {"fgsm": (torch.rand(4, 3, 128, 128, generator=gen), np.array([True, True, False, False]))}
+    fooled, turned = np.array([True, True, False, False]), np.array([True, False, False, False])
+    pools = {"fgsm": (torch.rand(4, 3, 128, 128, generator=gen), fooled, turned)}
     cfg = RobustnessConfig(data=tmp_path, model_dir=model_dir, out=tmp_path, purify_n=2, purifier="tiny")
     return purification_section(Target.load("default", model_dir), reals, fakes, pools, cfg)
 
@@ -50,6 +51,9 @@ def test_a_matching_calibration_judges_the_purified_crops(
     assert p["restore_rate"] == (1.0 if everything_fake else 0.0)
     assert p["retain_real"] == (0.0 if everything_fake else 1.0)
     assert p["retain_fake"] == (1.0 if everything_fake else 0.0)
+    # Of the two fooled fakes picked, only the first was turned by the attack (right unperturbed).
+    assert [x["turned_by_attack"] for x in p["picks"]] == [True, False]
+    assert (p["n_turned"], p["restored_turned"]) == (1, 1 if everything_fake else 0)
 
 
 def test_a_calibration_of_another_purifier_is_ignored(model_dir: Path, tmp_path: Path) -> None:

@@ -92,6 +92,11 @@ def test_purification_and_the_written_report(result: dict) -> None:
     assert [c["iteration"] for c in p["curve"]] == [100, 200]
     assert p["curve"][-1]["restore_rate"] == p["restore_rate"]  # the last point is the result
     assert p["curve"][-1]["retain_rate"] == p["retain_rate"]
+    assert len(p["picks"]) == p["n_fooled"]
+    assert p["n_turned"] == sum(x["turned_by_attack"] for x in p["picks"])
+    assert p["restored_turned"] == sum(
+        x["purified_p_fake"] >= p["threshold"] for x in p["picks"] if x["turned_by_attack"]
+    )
     files = {k: Path(v) for k, v in result["files"].items()}
     assert all(f.is_file() for f in files.values())
     assert files["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
