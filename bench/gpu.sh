@@ -20,5 +20,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 [ -d bench/gpu-data/media ] && export UNMASK_BENCH_CACHE="$PWD/bench/gpu-data/media"
 OUT=${OUT:-/tmp/unmask-gpu-bench}
 mkdir -p "$OUT"
+$PY -c "import cv2; cv2.CascadeClassifier" 2>/dev/null ||
+  echo "gpu.sh: this OpenCV has no Haar cascades (5.x): the time-to-verdict row needs OpenCV 4 (bench/fetch_gpu_wheels.sh --opencv)"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi: CPU run"
 timeout 480 $PY bench/gpu_bench.py --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu.log"

@@ -130,6 +130,11 @@ def robustness_rows(report: dict) -> list[Row]:
             f"threshold {p['threshold']:.4f} from {p['threshold_source']}; by attack {p['restore_by_attack']}",
         ),
         (
+            "DIP restore, turned by the attack",
+            f"{p['restored_turned']}/{p['n_turned']} of the fooled fakes the detector had right unperturbed",
+            "the rest it misses clean: no purification turns those",
+        ),
+        (
             "DIP retain (other crops right)",
             f"{p['retain_rate']:.1%} of {p['n_other']}: reals {p['retain_real']:.1%}, fakes "
             f"{p['retain_fake']:.1%} (target ≥ 98%)",

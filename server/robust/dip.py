@@ -100,7 +100,10 @@ class DIPConfig:
     @classmethod
     def fast(cls) -> DIPConfig:
         """GPU default: the paper's network at 256², 64 crops per launch in bf16, ES-WMV stopping."""
-        # 64 grouped networks: 0.5 ms per iteration per crop on an H100 (reference/machine.md §9).
+        # Measured on an H100 (2026-11-27, docs/BENCHMARKS.md): 1.4-1.6 ms per iteration per crop in
+        # groups of 48-64, and ES-WMV did not fire before 2,000 iterations; along those fits the
+        # held-out rates stopped changing at 1,000 (restore 75 %, others 100 % from 1,000 to
+        # 2,000), so the budget ends there at half the cost.
         return cls(
             size=256,
             group=64,
@@ -110,7 +113,7 @@ class DIPConfig:
             window=50,
             patience=300,
             min_iters=300,
-            max_iters=2000,
+            max_iters=1000,
             check_every=25,
             warm_min_iters=100,
             warm_max_iters=1000,
