@@ -405,13 +405,13 @@ def purification_section(
     result = Purifier(config, cfg.purifier_device).purify(batch, trace=trace)
     probs = target.prob(quantize(result.images))
     rates = _purified_rates(probs >= threshold, labels, k, n_other_real)
+    restored = probs[:k] >= threshold
     by_attack: dict[str, list[int]] = {}
-    for (name, _), ok in zip(fooled, probs[:k] >= threshold, strict=True):
+    for (name, _), ok in zip(fooled, restored, strict=True):
         by_attack.setdefault(name, []).append(int(ok))
     # The paper's detector (99.7 % clean) missed almost no unperturbed fake, so its fooled fakes were
     # the attack's doing; ours misses some clean, and no purification can turn those: count both.
     turned = np.array([bool(pools[name][2][i]) for name, i in fooled], dtype=bool)
-    restored = probs[:k] >= threshold
     return {
         "preset": cfg.purifier,
         "device": cfg.purifier_device,
