@@ -113,6 +113,11 @@ class HaarFaceDetector:
         min_face_fraction: float = 0.05,
         max_side: int = DETECT_MAX_SIDE,
     ) -> None:
+        if not hasattr(cv2, "CascadeClassifier"):
+            raise ConfigError(
+                f"OpenCV {cv2.__version__} has no CascadeClassifier (OpenCV 5 dropped the Haar cascades): "
+                "install opencv-python-headless<5"
+            )
         path = Path(cascade) if Path(cascade).is_file() else Path(cv2.data.haarcascades) / cascade
         if not path.is_file() or cv2.CascadeClassifier(str(path)).empty():
             raise ConfigError(f"Haar cascade {cascade!r} not found or unreadable (looked at {path})")

@@ -86,6 +86,16 @@ def test_missing_cascade_is_config_error() -> None:
         create_face_detector("haar", cascade="no_such_cascade.xml")
 
 
+def test_an_opencv_without_cascades_is_a_config_error_naming_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cv2
+
+    cascade = Path(cv2.data.haarcascades) / "haarcascade_frontalface_alt2.xml"
+    monkeypatch.delattr(cv2, "CascadeClassifier")
+    # Even with the cascade file at hand (carried), OpenCV 5 cannot read it.
+    with pytest.raises(ConfigError, match="opencv-python-headless<5"):
+        create_face_detector("haar", cascade=str(cascade))
+
+
 def test_bad_image(haar: faces.HaarFaceDetector) -> None:
     with pytest.raises(ValueError, match="uint8 RGB"):
         haar.detect(np.zeros((10, 10), np.uint8))
