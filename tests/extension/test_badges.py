@@ -50,6 +50,14 @@ def settled(page, count: int):  # type: ignore[no-untyped-def]
     return badges
 
 
+def why_not(browser, page, badge) -> str:  # type: ignore[no-untyped-def]
+    """A badge's state and, for an error, the message its details panel shows (for failures)."""
+    state = badge.get_attribute("data-state")
+    if state != "error":
+        return f"state {state!r}"
+    return f"state 'error': {browser.panel(page, badge).locator('#error').text_content()!r}"
+
+
 def to_fixed(x: float, digits: int) -> str:
     """JavaScript's ``Number.prototype.toFixed``: ties of the exact binary value round up (Python's
     format rounds them to even, so 0.5625 gave 0.562 here and 0.563 in the panel)."""
@@ -136,7 +144,7 @@ def test_video_added_after_load_gets_a_badge_that_leaves_with_it(browser, pages,
     badges = page.locator("[data-unmask-badge]")
     assert page.evaluate("window.addedAt") is None and badges.count() == 0
     badge = settled(page, 1).first
-    assert badge.get_attribute("data-state") in FACE_LABELS
+    assert badge.get_attribute("data-state") in FACE_LABELS, why_not(browser, page, badge)
     assert page.evaluate("window.__badgeTimes")[0]["appeared"] >= page.evaluate("window.addedAt")
     browser.screenshot(page, "added-later")
     page.evaluate("window.removeVideo()")
