@@ -112,6 +112,11 @@ class Settings:
         return validate(dataclasses.replace(self, **changes))
 
 
+def is_device_name(name: str) -> bool:
+    """Whether ``name`` names a torch device Unmask runs on: ``cpu`` or ``cuda[:N]``."""
+    return name == "cpu" or name.startswith("cuda")
+
+
 def _coerce(name: str, raw: Any, kind: Any) -> Any:
     try:
         if kind is Path or kind == "Path":
@@ -151,7 +156,7 @@ def validate(s: Settings) -> Settings:
         value = getattr(s, name)
         if not 0 < value <= ceiling:
             raise ConfigError(f"setting {name!r}: {value} must be in (0, {ceiling}]")
-    if s.device not in {"auto", "cpu"} and not s.device.startswith("cuda"):
+    if s.device != "auto" and not is_device_name(s.device):
         raise ConfigError(f"setting 'device': {s.device!r} is not auto, cpu or cuda[:N]")
     if not 0 < s.purify_soft_time_limit_s < s.purify_time_limit_s < s.broker_visibility_timeout_s:
         raise ConfigError(

@@ -38,6 +38,7 @@ from server.robust.eval_parts import (
 )
 from server.robust.report import write_report
 from server.robust.tamper.score import CALIBRATION_EPS, TAMPER_FILENAME, TamperScorer
+from server.settings import is_device_name
 from server.vision.datasets import CROP_MARGIN, load_items
 
 Log = Callable[[str], None]
@@ -259,7 +260,7 @@ def check_config(cfg: RobustnessConfig) -> None:
         if not Path(getattr(cfg, name)).exists():
             raise ConfigError(f"{name} {getattr(cfg, name)} does not exist", path=str(getattr(cfg, name)))
     device = cfg.purifier_device
-    if device != "cpu" and not device.startswith("cuda"):
+    if not is_device_name(device):
         raise ConfigError(f"purifier_device {device!r} is not cpu or cuda[:N]")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"purifier_device {device!r}: this machine has no CUDA device")
