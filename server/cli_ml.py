@@ -80,6 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         real_only=args.real_only,
         sbi_ratio=args.sbi_ratio,
         arch=args.arch,
+        init=args.init,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -155,6 +156,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--real-only", action="store_true", help="data has only real faces: self-blend the fakes")
     p.add_argument("--sbi-ratio", type=float, default=0.0, help="extra self-blended fakes per real crop")
     p.add_argument("--arch", default="unmask_tiny")
+    p.add_argument("--init", type=Path, help="fine-tune: start from this checkpoint directory's weights")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)

@@ -30,7 +30,7 @@ from server.robust.lipschitz import lipschitz_penalty
 from server.vision.augment import AugmentConfig
 from server.vision.calibration import apply_calibration, fit_temperature
 from server.vision.card import LABELS, ModelCard
-from server.vision.checkpoint import save_checkpoint
+from server.vision.checkpoint import load_checkpoint, save_checkpoint
 from server.vision.datasets import SBI_LABEL, CropDataset, Item, load_items, split_by_group, with_sbi
 from server.vision.detector import PixelModel, resolve_device
 from server.vision.evaluate import DEFAULT_TARGET_FPR, compute_metrics
@@ -57,6 +57,9 @@ class TrainConfig:
     sbi_ratio: float = 0.0  # extra self-blended pseudo-fakes per real training crop
     arch: str = "unmask_tiny"
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Fine-tune: start from this checkpoint directory's weights (same architecture) instead of
+    # a fresh initialisation; the run is still calibrated and thresholded on its own validation.
+    init: str | Path | None = None
     epochs: int = 10
     batch_size: int = 32
     lr: float = 2e-3
@@ -130,6 +133,20 @@ def _data(cfg: TrainConfig, size: tuple[int, int]) -> tuple[list[Item], list[Ite
     if not any(it.label != 0 for it in train_items) or not any(it.label == 0 for it in train_items):
         raise ConfigError("training data needs both real and fake (or self-blended) examples")
     return train_items, val_items
+
+
+def _initial_model(cfg: TrainConfig) -> torch.nn.Module:
+    """A fresh ``cfg.arch``, or the weights of ``cfg.init`` when fine-tuning."""
+    if cfg.init is None:
+        return create_model(cfg.arch, **cfg.arch_kwargs)
+    model, card = load_checkpoint(cfg.init)
+    if card.architecture != cfg.arch or dict(card.arch_kwargs) != dict(cfg.arch_kwargs):
+        raise ConfigError(
+            f"--init {cfg.init} is a {card.architecture} {card.arch_kwargs}, this run trains "
+            f"{cfg.arch} {cfg.arch_kwargs}",
+            path=str(cfg.init),
+        )
+    return model.train()
 
 
 def _lr_lambda(total: int):  # type: ignore[no-untyped-def]
@@ -230,7 +247,7 @@ def _train(cfg: TrainConfig, run_dir: Path, state_path: Path) -> Path:
     train_ds = CropDataset(train_items, size, augment_cfg=aug, seed=cfg.seed, cache=cache)  # type: ignore[arg-type]
     val_ds = CropDataset(val_items, size, augment_cfg=None, seed=cfg.seed + 1, cache=cache)  # type: ignore[arg-type]
 
-    model = create_model(cfg.arch, **cfg.arch_kwargs)
+    model = _initial_model(cfg)
     net = PixelModel(model, defaults.mean, defaults.std).to(device)
     net.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

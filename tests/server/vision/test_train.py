@@ -75,6 +75,26 @@ def test_resume_equals_uninterrupted(crops: Path, tmp_path: Path) -> None:
     assert [h["epoch"] for h in json.loads((part / "metrics.json").read_text())["history"]] == [1, 2]
 
 
+def test_fine_tuning_starts_from_the_init_checkpoint(crops: Path, tmp_path: Path) -> None:
+    base = train(config(crops, tmp_path / "base", max_steps=3))
+    # A learning rate too small to move a weight: what comes out is what went in (batch-norm
+    # statistics still follow the data, so only parameters are compared).
+    still = dict(lr=1e-12, weight_decay=0.0, max_steps=1)
+    tuned = train(config(crops, tmp_path / "tuned", init=base, **still))
+    fresh = train(config(crops, tmp_path / "fresh", **still))
+    wb, wt, wf = (load_file(str(r / "model.safetensors")) for r in (base, tuned, fresh))
+    params = [k for k in wb if "running_" not in k and "num_batches" not in k]
+    assert all(torch.allclose(wb[k], wt[k], atol=1e-6) for k in params)
+    assert not all(torch.allclose(wb[k], wf[k], atol=1e-6) for k in params)
+    assert json.loads((tuned / "metrics.json").read_text())["config"]["init"] == str(base)
+
+
+def test_fine_tuning_refuses_another_architecture(crops: Path, tmp_path: Path) -> None:
+    base = train(config(crops, tmp_path / "base", max_steps=1))
+    with pytest.raises(ConfigError, match="init"):
+        train(config(crops, tmp_path / "tuned", init=base, arch_kwargs={"width": 0.5}))
+
+
 def test_refuses_non_empty_run_dir(crops: Path, tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "x").write_text("x")
