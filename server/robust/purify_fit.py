@@ -1,11 +1,10 @@
 """Fit ``purify.json`` (``server.robust.purify_calibration``): purify training crops, read the cut.
 
-Three groups of training crops go through the purifier exactly as a worker runs it: clean reals,
-clean fakes, and one FGSM or PGD copy of other fakes (``calibrate.mixed_attacks``, ε 0.01–0.03:
-what the purifier mostly sees in production, frames the tamper check found perturbed). The
-threshold is the balanced-accuracy cut between the purified reals and the purified fakes of
-both kinds (``fit_threshold``). Only training crops are used; the held-out crops the evaluation
-reads are never seen.
+The crops are ``purified_crops.purify_training_crops``: clean reals, clean fakes and FGSM/PGD
+copies of other fakes of the training folder, purified as a worker purifies. The threshold is the
+balanced-accuracy cut between the purified reals and the purified fakes of both kinds
+(``fit_threshold``). Only training crops are used; the held-out crops the evaluation reads are
+never seen.
 
 Example:
     >>> cal = fit_purified_threshold("models/default", "/tmp/unmask-robustness/train_crops")
@@ -20,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from server.robust.calibrate import evenly, load_crops, mixed_attacks, quantize, to_tensor
-from server.robust.dip import Purifier
+from server.robust.calibrate import quantize
 from server.robust.purification import purifier_config
+from server.robust.purified_crops import purify_training_crops
 from server.robust.purify_calibration import PURIFY_FILENAME, PurifiedThreshold, fit_threshold
 from server.robust.tamper.score import CALIBRATION_EPS
 from server.vision.detector import Detector
@@ -53,20 +52,20 @@ def fit_purified_threshold(
     a worker of this ``preset`` / ``iterations`` runs, fit the threshold, write ``purify.json``."""
     started = time.perf_counter()
     det = Detector.load(model_dir, device="cpu")
-    size = tuple(det.card.input_size)
-    real, fake = load_crops(data, size, every=every, max_per_class=None)  # type: ignore[arg-type]
-    reals = to_tensor(evenly(real, per_group), size)
-    # Clean and attacked fakes from disjoint crops (alternate ones), so one face is not counted twice.
-    fakes = to_tensor(evenly(fake[0::2], per_group), size)
-    others = to_tensor(evenly(fake[1::2], per_group), size)
-    labels = torch.ones(len(others), dtype=torch.long)
-    attacked = mixed_attacks(det.pixel_model(), others, labels, CALIBRATION_EPS, seed=seed)
+    crops = purify_training_crops(
+        det,
+        data,
+        n_real=per_group,
+        n_fake=per_group,
+        n_attacked=per_group,
+        preset=preset,
+        iterations=iterations,
+        every=every,
+        seed=seed,
+    )
     cfg = purifier_config(preset, iterations=iterations)
-    batch = torch.cat([reals, fakes, attacked])
-    result = Purifier(cfg).purify(batch, generator_seed=seed)
-    scores = _scores(det, result.images)
-    n_r, n_f = len(reals), len(fakes)
-    s_real, s_fake, s_att = scores[:n_r], scores[n_r : n_r + n_f], scores[n_r + n_f :]
+    s_real, s_fake, s_att = (_scores(det, crops.of(kind)) for kind in ("real", "fake", "attacked"))
+    n_r, n_f = len(s_real), len(s_fake)
     threshold, fit = fit_threshold(s_real, np.r_[s_fake, s_att])
     card_t = det.card.threshold
     stats: dict[str, Any] = {
@@ -77,7 +76,7 @@ def fit_purified_threshold(
         "data": str(data),
         "n_real": n_r,
         "n_fake": n_f,
-        "n_attacked": len(attacked),
+        "n_attacked": len(s_att),
         "attacks": f"FGSM / PGD-10 L∞ at ε {list(CALIBRATION_EPS)}, one per crop",
         # In-sample rates of the fitted cut, and what the card's threshold did on the same crops.
         "real_right": float(np.mean(s_real < threshold)),
@@ -91,7 +90,7 @@ def fit_purified_threshold(
             "fake": float(np.median(s_fake)),
             "attacked": float(np.median(s_att)),
         },
-        "seconds_per_crop": round(result.seconds / len(batch), 2),
+        "seconds_per_crop": round(crops.seconds / len(crops.kinds), 2),
         "fit_seconds": round(time.perf_counter() - started, 1),
     }
     cal = PurifiedThreshold(threshold, det.card.weights_sha256, cfg.version(), stats)
