@@ -12,6 +12,7 @@ import torch
 from server import limits
 from server.db.thumbnails import ThumbnailItem
 from server.report.thumbs import FACE_THUMBNAILS, crop_thumbnail, face_thumbnail
+from server.robust.tamper.checks import Forward
 from server.robust.tamper.score import TamperScorer
 from server.vision.calibration import apply_calibration
 from server.vision.detector import Detector
@@ -80,11 +81,14 @@ def score_frame(
     tamper: TamperScorer | None = None,
     pixel_model: torch.nn.Module | None = None,
     logits_fn: Callable[[list[np.ndarray]], np.ndarray] | None = None,
+    pixel_fn: Forward | None = None,
 ) -> FrameResult:
     """Detect faces in ``image`` (HxWx3 RGB) and score each; the frame's score is the max.
 
-    With a tamper calibration, each face crop also gets a tamper score (reusing the
-    detector's logits, so the check costs a few extra forward passes, not a full re-run).
+    With a tamper calibration, each face crop also gets a tamper score: the crops and the
+    check's copies of them go through the detector in one forward, whose first rows are the
+    detector's scores. ``logits_fn`` (crops) and ``pixel_fn`` ([0, 1] pixels) are the shared
+    batcher's when the server runs several checks; the detector's own otherwise.
     """
     fingerprint = phash64(image)
     boxes = faces.detect(image)[:max_faces]
@@ -92,18 +96,19 @@ def score_frame(
         return FrameResult(index=index, t=t, score=None, phash=fingerprint)
     h, w = detector.card.input_size
     crops = [crop_face(image, b, margin=CROP_MARGIN, size=(h, w)) for b in boxes]
-    # The shared batcher when the server runs several checks; the detector directly otherwise.
-    logits = (logits_fn or detector.logits)(crops)
-    scores = [float(p) for p in apply_calibration(logits, detector.card.calibration)]
     frame_tamper = None
     kept = None
     if tamper is not None and pixel_model is not None:
         pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255.0).to(detector.device)
-        tampers = tamper.score(pixel_model, pixels, logits=torch.from_numpy(logits).to(detector.device))
+        tampers, out = tamper.score_and_logits(pixel_model, pixels, forward=pixel_fn or detector.pixel_logits)
+        logits = out.float().cpu().numpy()
         frame_tamper = float(np.max(tampers))
         if frame_tamper > tamper.threshold:
             # Suspicious: keep the detector-sized crops for purification (released once stored).
             kept = crops
+    else:
+        logits = (logits_fn or detector.logits)(crops)
+    scores = [float(p) for p in apply_calibration(logits, detector.card.calibration)]
     # One manipulated face makes the frame manipulated, so the frame takes the max.
     return FrameResult(
         index=index,

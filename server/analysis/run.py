@@ -72,7 +72,7 @@ def analyze_video(
     decode_s = detect_s = 0.0
     first_frame_s: float | None = None
     opener = open_sandboxed_video if sandbox else open_video
-    with opener(source, container=container, limits=limits) as reader:
+    with runtime.check(), opener(source, container=container, limits=limits) as reader:
         outcome = Outcome(info=reader.info)
         decode_s += time.perf_counter() - started
         if on_open is not None:
@@ -96,6 +96,7 @@ def analyze_video(
                 tamper=runtime.tamper,
                 pixel_model=runtime.pixel_model,
                 logits_fn=runtime.logits_fn(),
+                pixel_fn=runtime.pixel_fn(),
             )
             thumbs.take(result, frame.image)
             detect_s += time.perf_counter() - t1

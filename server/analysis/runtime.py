@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +69,21 @@ class Runtime:
     def logits_fn(self):  # type: ignore[no-untyped-def]
         """What score_frame calls for logits: the shared batcher, or None (the detector itself)."""
         return None if self.batcher is None else self.batcher.logits
+
+    @contextmanager
+    def check(self) -> Iterator[None]:
+        """Mark one running check (the batcher then flushes once every running check has a
+        request waiting, instead of waiting out its window)."""
+        if self.batcher is None:
+            yield
+            return
+        with self.batcher.caller():
+            yield
+
+    def pixel_fn(self):  # type: ignore[no-untyped-def]
+        """What score_frame calls for [0, 1] pixels (crops with the tamper check's copies): the
+        shared batcher, or None (the detector itself)."""
+        return None if self.batcher is None else self.batcher.pixel_logits
 
     @property
     def tamper_threshold(self) -> float | None:

@@ -74,20 +74,34 @@ class Detector:
             return torch.empty((0, 3, h, w), device=self.device)
         batch = np.stack([self._resize(c) for c in crops])
         # NHWC uint8 permuted to NCHW is channels_last in memory; float() keeps that layout.
-        x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        return self.normalize(torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255.0))
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[0, 1] RGB (N, 3, H, W) at the input size → the model's normalised channels_last input."""
+        x = pixels.to(self.device, torch.float32)
         return ((x - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
 
-    def logits(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """Raw logits (N, 2) float32, index 0 = real, 1 = fake."""
+    def run(self, x: torch.Tensor) -> np.ndarray:
+        """Raw logits (N, 2) float32 of normalised input (``preprocess`` / ``normalize``), in
+        batches of at most MAX_BATCH, without autograd, bf16 autocast on CUDA."""
         out = [np.zeros((0, 2), np.float32)]
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
         )
         with torch.inference_mode(), autocast:
-            for start in range(0, len(crops), MAX_BATCH):
-                x = self.preprocess(crops[start : start + MAX_BATCH])
-                out.append(self.model(x).float().cpu().numpy())
+            for start in range(0, len(x), MAX_BATCH):
+                out.append(self.model(x[start : start + MAX_BATCH]).float().cpu().numpy())
         return np.concatenate(out)
+
+    def logits(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """Raw logits (N, 2) float32, index 0 = real, 1 = fake."""
+        parts = [self.run(self.preprocess(crops[s : s + MAX_BATCH])) for s in range(0, len(crops), MAX_BATCH)]
+        return np.concatenate([np.zeros((0, 2), np.float32), *parts])
+
+    def pixel_logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Raw logits (N, 2) of [0, 1] RGB crops at the input size (what ``pixel_model`` computes,
+        through the inference path: no autograd, channels_last, bf16 on CUDA); CPU float32."""
+        return torch.from_numpy(self.run(self.normalize(pixels)))
 
     def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Calibrated P(fake) per crop, float32 shape (N,)."""

@@ -1,13 +1,15 @@
 """Per-frame tamper features: squeezing, transform consistency, input gradient, noise residual.
 
 The squeezed and resized copies of a batch (and the batch itself, unless the caller passes
-the logits it already has) go through the model in one no-grad forward; the optional
+the logits it already has) go through the model in one no-grad forward (or through the
+caller's ``forward``, e.g. the server's shared inference batcher); the optional
 gradient features cost one forward and one input-only backward more. The noise-residual
 statistics need no model at all.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,6 +27,10 @@ from server.robust.tamper.squeeze import (
     jpeg,
     median_filter,
 )
+
+# Raw logits of a batch of [0, 1] crops at the model's input size, without autograd: what the
+# no-grad forward of the checks may be routed through instead of calling the model itself.
+Forward = Callable[[torch.Tensor], torch.Tensor]
 
 SQUEEZERS = ("bits", "median", "jpeg")
 GRADIENT_FEATURES = ("grad_norm", "boundary")
@@ -158,12 +164,42 @@ def tamper_features(
     config: CheckConfig | None = None,
     *,
     logits: torch.Tensor | None = None,
+    forward: Forward | None = None,
 ) -> np.ndarray:
     """(B, F) float64 features of a batch of [0, 1] crops; columns ``config.feature_names()``.
 
     ``logits`` (B, K), if the detector already scored these crops, saves one forward pass
-    (ignored when ``config.gradient`` needs its own forward with autograd).
+    (ignored when ``config.gradient`` needs its own forward with autograd). ``forward`` runs the
+    no-grad forward instead of ``model`` (same weights; the gradient check still uses ``model``).
     """
+    return _checked(model, images, config, logits, forward)[0]
+
+
+def tamper_features_and_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    config: CheckConfig | None = None,
+    *,
+    logits: torch.Tensor | None = None,
+    forward: Forward | None = None,
+) -> tuple[np.ndarray, torch.Tensor]:
+    """``tamper_features`` and the model's logits of ``images`` (the given ones, or those of the
+    same forward): a caller without logits gets the detector's scores from the check's forward."""
+    features, out = _checked(model, images, config, logits, forward)
+    if out is None:  # no model variants and no gradient: the model has not run yet
+        device = model_device(model)
+        with torch.inference_mode(False), torch.no_grad():
+            out = (forward or model)(images if device is None else images.to(device))
+    return features, out
+
+
+def _checked(
+    model: nn.Module,
+    images: torch.Tensor,
+    config: CheckConfig | None,
+    logits: torch.Tensor | None,
+    forward: Forward | None,
+) -> tuple[np.ndarray, torch.Tensor | None]:
     config = config or CheckConfig()
     check_images(images)
     if logits is not None and logits.shape[0] != images.shape[0]:
@@ -176,16 +212,17 @@ def tamper_features(
         with torch.inference_mode(False):
             device = model_device(model)
             x = images.to(images.device if device is None else device).clone()
-            return _features(model, x, config, logits)
+            return _features(model, x, config, logits, forward or model)
     finally:
         if was_training:
             model.train()
 
 
 def _features(
-    model: nn.Module, x: torch.Tensor, config: CheckConfig, logits: torch.Tensor | None
-) -> np.ndarray:
-    """The body of ``tamper_features`` (model already in eval mode, autograd available)."""
+    model: nn.Module, x: torch.Tensor, config: CheckConfig, logits: torch.Tensor | None, forward: Forward
+) -> tuple[np.ndarray, torch.Tensor | None]:
+    """Features and the logits of ``x`` if known or computed on the way (model in eval mode,
+    autograd available)."""
     batch = x.shape[0]
     smoothed = median_filter(x, config.median)
     compressed = jpeg(x, config.jpeg_quality)
@@ -203,12 +240,12 @@ def _features(
     if variants:
         with torch.no_grad():
             if logits is None:
-                out = model(torch.cat([x, *variants]))
+                out = forward(torch.cat([x, *variants]))
                 logits, out = out[:batch], out[batch:]
             else:
-                out = model(torch.cat(variants))
-            probs = logits.detach().to(out.device).float().softmax(dim=1)
-            dist = (out.float().softmax(dim=1).view(len(variants), batch, -1) - probs).abs().sum(dim=2)
+                out = forward(torch.cat(variants))
+        probs = logits.detach().to(out.device).float().softmax(dim=1)
+        dist = (out.float().softmax(dim=1).view(len(variants), batch, -1) - probs).abs().sum(dim=2)
     n_squeeze = len(config.squeezers)
     if n_squeeze:
         columns.append(dist[:n_squeeze].T)
@@ -217,4 +254,5 @@ def _features(
     if grad_cols is not None:
         columns.append(grad_cols)
     columns.append(residual_stats(x, smoothed, compressed))
-    return torch.cat([c.cpu().double() for c in columns], dim=1).numpy()
+    features = torch.cat([c.cpu().double() for c in columns], dim=1).numpy()
+    return features, None if logits is None else logits.detach()

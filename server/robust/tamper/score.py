@@ -15,7 +15,13 @@ from torch import nn
 from server.errors import CheckpointError
 from server.robust.attacks.fgsm import FGSM
 from server.robust.attacks.pgd import PGD
-from server.robust.tamper.checks import FEATURE_SIGNS, CheckConfig, tamper_features
+from server.robust.tamper.checks import (
+    FEATURE_SIGNS,
+    CheckConfig,
+    Forward,
+    tamper_features,
+    tamper_features_and_logits,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -127,10 +133,16 @@ class TamperScorer:
         return self.method is not None
 
     def features(
-        self, model: nn.Module, images: torch.Tensor, *, logits: torch.Tensor | None = None
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        *,
+        logits: torch.Tensor | None = None,
+        forward: Forward | None = None,
     ) -> np.ndarray:
-        """(B, F) raw features of a batch of [0, 1] crops (``logits``: the detector's, if known)."""
-        return tamper_features(model, images, self.config, logits=logits)
+        """(B, F) raw features of a batch of [0, 1] crops (``logits``: the detector's, if known;
+        ``forward``: what runs the no-grad forward instead of ``model``)."""
+        return tamper_features(model, images, self.config, logits=logits, forward=forward)
 
     def fit(
         self, clean: np.ndarray, attacked: np.ndarray | None = None, *, target_fpr: float = DEFAULT_TARGET_FPR
@@ -220,6 +232,15 @@ class TamperScorer:
         saves the forward pass on the crops themselves (about one detector cost).
         """
         return self.score_features(self.features(model, images, logits=logits))
+
+    def score_and_logits(
+        self, model: nn.Module, images: torch.Tensor, *, forward: Forward | None = None
+    ) -> tuple[np.ndarray, torch.Tensor]:
+        """(B,) tamper scores and the detector's (B, K) logits of the same crops, from one
+        forward of the crops and their checked copies together (through ``forward`` if given:
+        the server's shared batcher, so a frame costs one queued request, not two)."""
+        features, logits = tamper_features_and_logits(model, images, self.config, forward=forward)
+        return self.score_features(features), logits
 
     def suspicious(self, scores: np.ndarray) -> np.ndarray:
         """(B,) bool: the scores above the calibrated threshold."""

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from server.robust.attacks import FGSM
-from server.robust.tamper.checks import CheckConfig, resize_pad, tamper_features
+from server.robust.tamper.checks import CheckConfig, resize_pad, tamper_features, tamper_features_and_logits
 
 
 class CountingModel(nn.Module):
@@ -89,6 +89,29 @@ def test_passing_logits_gives_the_same_features(toy_model, toy_batch):
     np.testing.assert_allclose(
         tamper_features(toy_model, images, logits=logits), tamper_features(toy_model, images), atol=1e-6
     )
+
+
+def test_forward_replaces_the_no_grad_model_call_and_returns_the_logits(toy_model, toy_batch):
+    images, _ = toy_batch(4)
+    model, forward = CountingModel(toy_model), CountingModel(toy_model)
+    features, logits = tamper_features_and_logits(model, images, CheckConfig(), forward=forward)
+    # One forward of the crops and their two checked copies, through ``forward`` only.
+    assert (model.batches, forward.batches) == ([], [4 * 3])
+    with torch.no_grad():
+        np.testing.assert_allclose(logits.numpy(), toy_model(images).numpy(), atol=1e-6)
+    np.testing.assert_allclose(features, tamper_features(toy_model, images), atol=1e-6)
+    # The gradient check needs autograd: it stays on the model; the copies still use forward.
+    model.batches.clear(), forward.batches.clear()
+    tamper_features_and_logits(model, images, CheckConfig(gradient=True), forward=forward)
+    assert model.batches and forward.batches == [4 * 2]
+
+
+def test_logits_without_model_variants_come_from_one_forward(toy_model, toy_batch):
+    images, _ = toy_batch(3)
+    forward = CountingModel(toy_model)
+    config = CheckConfig(squeezers=(), consistency_k=0)
+    features, logits = tamper_features_and_logits(toy_model, images, config, forward=forward)
+    assert forward.batches == [3] and logits.shape == (3, 2) and features.shape == (3, 4)
 
 
 def test_works_under_inference_mode_and_restores_train_mode(toy_model, toy_batch):
