@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from server.keys import runtime_key
 from tests.helpers.videos import face_frames
 
 
@@ -66,6 +67,9 @@ async def test_frames_in_two_batches_then_final_give_a_verdict(api, frames) -> N
     verdict = body["verdict"]
     assert verdict["frames_analyzed"] == 8
     assert verdict["faces"]["frames_with_faces"] >= 6
+    # Their face crops went through the batcher every check shares (one row per face).
+    batcher = api.server.app[runtime_key].batcher
+    assert batcher is not None and batcher.crops >= verdict["faces"]["frames_with_faces"]
     assert [p["t"] for p in verdict["timeline"]] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]
     assert {"kind": "frames", "count": 8} in verdict["keys"]
     # Frames after the end are refused clearly.
