@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -20,10 +21,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
-import numpy as np
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from server.analysis.frames import FrameResult, ThumbnailPicker, score_frame
+from server.analysis.frames import CROP_MARGIN, FrameResult, ThumbnailPicker, score_frame
+from server.analysis.lossless import CapturedFrame, covers_crops
 from server.analysis.run import Cancelled, analyze_video, media_dict
 from server.analysis.runtime import Runtime
 from server.analysis.sequential import SequentialTest
@@ -307,8 +308,8 @@ class JobManager:
         job.task = asyncio.create_task(self._frames_run(job), name=f"frames-{check_id}")
         return job
 
-    async def add_frames(self, job: Job, items: list[tuple[float, np.ndarray]], *, final: bool) -> int:
-        """Score client-captured frames (t, RGB image) on the executor and publish them."""
+    async def add_frames(self, job: Job, items: list[CapturedFrame], *, final: bool) -> list[FrameResult]:
+        """Score client-captured frames on the executor and publish them; returns their results."""
         if job.done.is_set() or job.frames_final.is_set():
             raise Conflict(f"check {job.id} no longer accepts frames (it is {job.status})")
         if len(job.results) + len(items) > self.settings.max_sampled_frames:
@@ -334,22 +335,35 @@ class JobManager:
         await self._flush(job)
         if final or job.cache_hit is not None:
             job.frames_final.set()
-        return len(results)
+        return results
 
     def _score_images(
-        self, start: int, items: list[tuple[float, np.ndarray]], picker: ThumbnailPicker
+        self, start: int, items: list[CapturedFrame], picker: ThumbnailPicker
     ) -> list[FrameResult]:
         rt = self.runtime
         faces = rt.faces()
-        # No tamper check here: after the capture's JPEG it flags 4 % of attacked crops (ROBUSTNESS.md,
-        # "Known gap"); the detector's forwards still share the batcher with every other check.
+        # The tamper check runs only on crops inside a lossless patch: the capture's JPEG hides
+        # the perturbation from it (ROBUSTNESS.md, "Captured frames").
         with rt.check():
             results = [
-                score_frame(start + i, t, image, faces, rt.detector, logits_fn=rt.logits_fn())
-                for i, (t, image) in enumerate(items)
+                score_frame(
+                    start + i,
+                    item.t,
+                    item.image,
+                    faces,
+                    rt.detector,
+                    tamper=rt.tamper,
+                    pixel_model=rt.pixel_model,
+                    logits_fn=rt.logits_fn(),
+                    pixel_fn=rt.pixel_fn(),
+                    tamper_on=functools.partial(
+                        covers_crops, item.lossless, shape=item.image.shape, margin=CROP_MARGIN
+                    ),
+                )
+                for i, item in enumerate(items)
             ]
-        for result, (_, image) in zip(results, items, strict=True):
-            picker.take(result, image)
+        for result, item in zip(results, items, strict=True):
+            picker.take(result, item.image)
         return results
 
     async def _frames_run(self, job: Job) -> None:

@@ -160,6 +160,12 @@ SCHEMAS: dict[str, Any] = {
             "tamper": _obj(
                 ["suspicious_frames", "purified_frames", "max_score"],
                 {
+                    "checked_frames": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "Face frames the tamper check ran on (captured frames: "
+                        "those with a lossless face patch).",
+                    },
                     "suspicious_frames": {"type": "integer", "minimum": 0},
                     "purified_frames": {"type": "integer", "minimum": 0},
                     "max_score": _nullable("number"),
@@ -343,6 +349,18 @@ PATHS: dict[str, Any] = {
                             {
                                 "frame": {"type": "array", "items": {"type": "string"}},
                                 "t": {"type": "array", "items": {"type": "number"}},
+                                "patch": {
+                                    "type": "array",
+                                    "items": {"type": "string"},
+                                    "description": "PNG of a region of the frame sent just before it "
+                                    "(the faces the server found, grown): only face crops inside one "
+                                    "get the tamper check.",
+                                },
+                                "patch_at": {
+                                    "type": "array",
+                                    "items": {"type": "string", "pattern": "^[0-9]+,[0-9]+$"},
+                                    "description": "x,y of the preceding patch's top-left pixel.",
+                                },
                                 "final": {"type": "string", "enum": ["0", "1", "true", "false"]},
                             },
                         )
@@ -357,6 +375,22 @@ PATHS: dict[str, Any] = {
                             "accepted": {"type": "integer"},
                             "frames": {"type": "integer"},
                             "status": {"type": "string"},
+                            "faces": {
+                                "type": "array",
+                                "description": "Per accepted frame: its face boxes [x, y, w, h] and "
+                                "whether the tamper check ran on it.",
+                                "items": _obj(
+                                    ["t", "boxes", "tamper_checked"],
+                                    {
+                                        "t": {"type": "number"},
+                                        "boxes": {
+                                            "type": "array",
+                                            "items": {"type": "array", "items": {"type": "integer"}},
+                                        },
+                                        "tamper_checked": {"type": "boolean"},
+                                    },
+                                ),
+                            },
                         },
                     ),
                     "The frames were scored.",

@@ -16,7 +16,7 @@ from server.robust.tamper.checks import Forward
 from server.robust.tamper.score import TamperScorer
 from server.vision.calibration import apply_calibration
 from server.vision.detector import Detector
-from server.vision.faces import FaceDetector, crop_face
+from server.vision.faces import FaceBox, FaceDetector, crop_face
 from server.vision.phash import phash64, to_signed
 
 # Crops are taken with this much context around the face box: blending seams and colour
@@ -82,6 +82,7 @@ def score_frame(
     pixel_model: torch.nn.Module | None = None,
     logits_fn: Callable[[list[np.ndarray]], np.ndarray] | None = None,
     pixel_fn: Forward | None = None,
+    tamper_on: Callable[[list[FaceBox]], bool] | None = None,
 ) -> FrameResult:
     """Detect faces in ``image`` (HxWx3 RGB) and score each; the frame's score is the max.
 
@@ -89,6 +90,8 @@ def score_frame(
     check's copies of them go through the detector in one forward, whose first rows are the
     detector's scores. ``logits_fn`` (crops) and ``pixel_fn`` ([0, 1] pixels) are the shared
     batcher's when the server runs several checks; the detector's own otherwise.
+    ``tamper_on(boxes)`` says whether the check may run on this frame's crops (captured frames:
+    only where their pixels are lossless); without it, it always runs.
     """
     fingerprint = phash64(image)
     boxes = faces.detect(image)[:max_faces]
@@ -98,7 +101,7 @@ def score_frame(
     crops = [crop_face(image, b, margin=CROP_MARGIN, size=(h, w)) for b in boxes]
     frame_tamper = None
     kept = None
-    if tamper is not None and pixel_model is not None:
+    if tamper is not None and pixel_model is not None and (tamper_on is None or tamper_on(boxes)):
         pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255.0).to(detector.device)
         tampers, out = tamper.score_and_logits(pixel_model, pixels, forward=pixel_fn or detector.pixel_logits)
         logits = out.float().cpu().numpy()

@@ -69,6 +69,9 @@ def aggregate(
     purified = [r for r in suspicious if r.purified_score is not None]
     purify_failed = [r for r in suspicious if r.purify_status == "failed"]
     tampers = [r.tamper for r in results if r.tamper is not None]
+    # Captured frames get the tamper check only inside lossless patches: the frames it saw are
+    # the ones a clean video's chance flags are counted over.
+    checked = sum(1 for r in face_frames if r.tamper is not None)
     verdict: dict[str, Any] = {
         "label": Label.INCONCLUSIVE,
         "score": None,
@@ -81,6 +84,7 @@ def aggregate(
             "total": sum(len(r.boxes) for r in results),
         },
         "tamper": {
+            "checked_frames": checked,
             "suspicious_frames": len(suspicious),
             "purified_frames": len(purified),
             "purify_failed": len(purify_failed),
@@ -117,7 +121,7 @@ def aggregate(
     agreeing = sum(1 for s in scores if (s >= card.threshold) == manipulated)  # type: ignore[operator]
     verdict["score"] = round(score, 4)
     verdict["confidence"] = round(agreeing / len(scores), 4)
-    if is_tampered(len(suspicious), len(face_frames)):
+    if is_tampered(len(suspicious), checked):
         verdict["label"] = Label.TAMPERED
         reason = (
             f"{len(suspicious)} frame(s) carry what looks like an adversarial perturbation; "
@@ -133,8 +137,8 @@ def aggregate(
         verdict["label"] = Label.MANIPULATED if manipulated else Label.AUTHENTIC
         if suspicious:
             verdict["reason"] = (
-                f"{len(suspicious)} of {len(face_frames)} face frame(s) looked perturbed, fewer than the "
-                f"{tampered_min_frames(len(face_frames))} a tampered verdict needs (clean videos show "
+                f"{len(suspicious)} of {checked} checked face frame(s) looked perturbed, fewer than the "
+                f"{tampered_min_frames(checked)} a tampered verdict needs (clean videos show "
                 "a few such frames by chance); their purified scores are used"
             )
     return verdict

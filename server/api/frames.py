@@ -1,19 +1,23 @@
-"""Frames captured by the extension: open a frames check, then post JPEG frames to it."""
+"""Frames captured by the extension: open a frames check, then post JPEG frames (with lossless
+face patches) to it."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from aiohttp import BodyPartReader, web
 
 from server import limits
+from server.analysis.lossless import CapturedFrame, Region, paste_patch
 from server.api.uploads import next_part
 from server.db import repo
 from server.errors import BadRequest, Conflict, InvalidField, NotFound, PayloadTooLarge
 from server.jobs import Job, new_check_id
 from server.keys import executor_key, jobs_key, request_id_key, runtime_key, sessions_key, settings_key
-from server.media.images import decode_still
+from server.media.images import LOSSLESS_IMAGE_FORMATS, decode_still
 
 # Short text fields of a frames request (timestamps, the final flag).
 MAX_FIELD_BYTES = 64
@@ -60,12 +64,34 @@ async def _read_capped(part: BodyPartReader, cap: int) -> bytes | None:
     return bytes(data)
 
 
-async def _read_parts(request: web.Request) -> tuple[list[tuple[str, bytes]], list[float], bool]:
+@dataclass
+class _FramePart:
+    """One posted frame: its bytes and, optionally, a lossless patch and where it goes."""
+
+    data: bytes
+    patch: bytes | None = None
+    at: tuple[int, int] | None = None
+
+
+def _parse_at(text: str) -> tuple[int, int]:
+    parts = text.split(",")
+    try:
+        x, y = (int(p) for p in parts)
+    except ValueError:
+        raise InvalidField(
+            f"patch_at: {text!r} is not 'x,y' (the patch's top-left pixel in its frame)", field="patch_at"
+        ) from None
+    if x < 0 or y < 0:
+        raise InvalidField(f"patch_at: {text!r} has a negative coordinate", field="patch_at")
+    return x, y
+
+
+async def _read_parts(request: web.Request) -> tuple[list[_FramePart], list[float], bool]:
     try:
         reader = await request.multipart()
     except (ValueError, AssertionError, KeyError) as exc:
         raise BadRequest(f"malformed multipart body: {exc}") from exc
-    frames: list[tuple[str, bytes]] = []
+    frames: list[_FramePart] = []
     times: list[float] = []
     final = False
     while (part := await next_part(reader)) is not None:
@@ -77,14 +103,33 @@ async def _read_parts(request: web.Request) -> tuple[list[tuple[str, bytes]], li
             data = await _read_capped(part, limits.MAX_FRAME_JPEG_BYTES)
             if data is None:
                 raise PayloadTooLarge(f"frame {len(frames)} is over {limits.MAX_FRAME_JPEG_BYTES} bytes")
-            frames.append((f"frame {len(frames)}", data))
-        elif part.name in ("t", "final"):
+            frames.append(_FramePart(data))
+        elif part.name == "patch":
+            # A patch belongs to the frame sent just before it.
+            if not frames or frames[-1].patch is not None:
+                raise InvalidField(
+                    "patch: each patch follows its own frame, at most one per frame", field="patch"
+                )
+            data = await _read_capped(part, limits.MAX_FRAME_JPEG_BYTES)
+            if data is None:
+                raise PayloadTooLarge(
+                    f"patch of frame {len(frames) - 1} is over {limits.MAX_FRAME_JPEG_BYTES} bytes"
+                )
+            frames[-1].patch = data
+        elif part.name in ("t", "final", "patch_at"):
             raw = await _read_capped(part, MAX_FIELD_BYTES)
             text = "" if raw is None else raw.decode("ascii", "replace").strip()
             if raw is None or len(text) > MAX_FIELD_BYTES:
                 raise InvalidField(f"{part.name}: too long", field=part.name)
             if part.name == "final":
                 final = text in ("1", "true", "yes")
+                continue
+            if part.name == "patch_at":
+                if not frames or frames[-1].at is not None:
+                    raise InvalidField(
+                        "patch_at: each follows its own frame, at most one per frame", field="patch_at"
+                    )
+                frames[-1].at = _parse_at(text)
                 continue
             try:
                 t = float(text)
@@ -95,15 +140,40 @@ async def _read_parts(request: web.Request) -> tuple[list[tuple[str, bytes]], li
             times.append(t)
         else:
             raise InvalidField(
-                f"unknown form field {part.name!r}: send 'frame', 't' and 'final'", field=part.name
+                f"unknown form field {part.name!r}: send 'frame', 't', 'patch', 'patch_at' and 'final'",
+                field=part.name,
             )
     if len(times) != len(frames):
         raise InvalidField(f"{len(frames)} frame(s) but {len(times)} timestamp(s) 't'", field="t")
+    for i, f in enumerate(frames):
+        if (f.patch is None) != (f.at is None):
+            missing = "patch_at" if f.at is None else "patch"
+            raise InvalidField(f"frame {i}: a patch needs both 'patch' and 'patch_at'", field=missing)
     return frames, times, final
 
 
+def _decode(part: _FramePart, index: int, max_pixels: int) -> tuple[np.ndarray, Region | None]:
+    """The frame's pixels with its lossless patch pasted in, and the patch's region."""
+    image = decode_still(part.data, name=f"frame {index}", max_pixels=max_pixels)
+    if part.patch is None or part.at is None:
+        return image, None
+    patch = decode_still(
+        part.patch, name=f"patch of frame {index}", max_pixels=max_pixels, formats=LOSSLESS_IMAGE_FORMATS
+    )
+    if not image.flags.writeable:
+        image = image.copy()
+    try:
+        return image, paste_patch(image, patch, *part.at)
+    except ValueError as exc:
+        raise InvalidField(f"patch of frame {index}: {exc}", field="patch_at") from None
+
+
 async def post_frames(request: web.Request) -> web.Response:
-    """``POST /v1/checks/{id}/frames``: score captured frames; ``final=1`` ends the check."""
+    """``POST /v1/checks/{id}/frames``: score captured frames; ``final=1`` ends the check.
+
+    The answer names the faces found in each frame, so the client can send the region around
+    them losslessly with its next frames (server/analysis/lossless.py).
+    """
     check_id = request.match_info["id"]
     job: Job | None = request.app[jobs_key].get(check_id)
     if job is None or not job.frames_mode:
@@ -116,14 +186,23 @@ async def post_frames(request: web.Request) -> web.Response:
     frames, times, final = await _read_parts(request)
     settings = request.app[settings_key]
     loop = asyncio.get_running_loop()
-    images = await loop.run_in_executor(
+    decoded = await loop.run_in_executor(
         request.app[executor_key],
-        lambda: [
-            decode_still(data, name=name, max_pixels=settings.max_frame_pixels) for name, data in frames
-        ],
+        lambda: [_decode(part, i, settings.max_frame_pixels) for i, part in enumerate(frames)],
     )
-    accepted = await request.app[jobs_key].add_frames(job, list(zip(times, images, strict=True)), final=final)
-    return web.json_response({"accepted": accepted, "frames": len(job.results), "status": job.status})
+    items = [CapturedFrame(t, image, lossless) for t, (image, lossless) in zip(times, decoded, strict=True)]
+    results = await request.app[jobs_key].add_frames(job, items, final=final)
+    return web.json_response(
+        {
+            "accepted": len(results),
+            "frames": len(job.results),
+            "status": job.status,
+            "faces": [
+                {"t": round(r.t, 3), "boxes": r.boxes, "tamper_checked": r.tamper is not None}
+                for r in results
+            ],
+        }
+    )
 
 
 def register(app: web.Application) -> None:

@@ -13,10 +13,16 @@ from server.errors import MediaLimitExceeded, UndecodableMedia, UnsupportedMedia
 
 # Stills a browser canvas can produce (toDataURL / toBlob); anything else is not a captured frame.
 ALLOWED_IMAGE_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
+# A face patch must hold the exact pixels (server/analysis/lossless.py); WebP may be lossy.
+LOSSLESS_IMAGE_FORMATS = frozenset({"PNG"})
 
 
 def decode_still(
-    data: bytes, *, name: str = "frame", max_pixels: int = limits.MAX_FRAME_PIXELS
+    data: bytes,
+    *,
+    name: str = "frame",
+    max_pixels: int = limits.MAX_FRAME_PIXELS,
+    formats: frozenset[str] = ALLOWED_IMAGE_FORMATS,
 ) -> np.ndarray:
     """One captured frame as an HxWx3 uint8 RGB array; sizes are checked before pixels are decoded."""
     if len(data) > limits.MAX_FRAME_JPEG_BYTES:
@@ -28,9 +34,10 @@ def decode_still(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            if image.format not in ALLOWED_IMAGE_FORMATS:
+            if image.format not in formats:
                 raise UnsupportedMedia(
-                    f"{name}: {image.format or 'unknown'} images are not accepted; send JPEG"
+                    f"{name}: {image.format or 'unknown'} images are not accepted; send "
+                    + " or ".join(sorted(formats, key=lambda f: f != "JPEG"))
                 )
             w, h = image.size
             if w * h > max_pixels:

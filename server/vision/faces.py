@@ -203,6 +203,14 @@ class YuNetFaceDetector:
         return _finish(boxes, self.max_faces)
 
 
+def crop_square(box: FaceBox, margin: float = 0.3) -> tuple[int, int, int, int]:
+    """The pixels ``crop_face`` reads for ``box`` as (x0, y0, x1, y1), before clipping to the image."""
+    side = max(1, round(max(box.w, box.h) * (1.0 + margin)))
+    x0 = round(box.x + box.w / 2 - side / 2)
+    y0 = round(box.y + box.h / 2 - side / 2)
+    return x0, y0, x0 + side, y0 + side
+
+
 def crop_face(
     image: np.ndarray, box: FaceBox, margin: float = 0.3, size: tuple[int, int] | None = None
 ) -> np.ndarray:
@@ -210,10 +218,7 @@ def crop_face(
     where it leaves the image, resized to ``size`` (H, W) when given."""
     _check_image(image)
     ih, iw = image.shape[:2]
-    side = max(1, round(max(box.w, box.h) * (1.0 + margin)))
-    x0 = round(box.x + box.w / 2 - side / 2)
-    y0 = round(box.y + box.h / 2 - side / 2)
-    x1, y1 = x0 + side, y0 + side
+    x0, y0, x1, y1 = crop_square(box, margin)
     if x1 <= 0 or y1 <= 0 or x0 >= iw or y0 >= ih:
         raise ValueError(f"face box {box.as_list()} lies outside the {iw}x{ih} image")
     crop = image[max(0, y0) : min(ih, y1), max(0, x0) : min(iw, x1)]

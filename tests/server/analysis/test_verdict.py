@@ -68,7 +68,24 @@ def test_one_flagged_frame_is_not_enough_for_tampered() -> None:
     out = verdict(results)
     assert out["label"] == Label.AUTHENTIC
     assert out["tamper"]["suspicious_frames"] == 1
-    assert "1 of 6 face frame(s) looked perturbed" in out["reason"]
+    assert "1 of 6 checked face frame(s) looked perturbed" in out["reason"]
+
+
+def test_the_flag_count_is_judged_among_the_frames_the_tamper_check_saw() -> None:
+    """Captured frames without a lossless patch get no tamper score; the count a tampered verdict
+    needs is the one for the checked frames, not for every face frame."""
+    n, checked = 60, 6
+    need = tampered_min_frames(checked)
+    assert need < tampered_min_frames(n)
+    tampers = [0.9] * need + [0.1] * (checked - need) + [None] * (n - checked)
+    out = verdict(
+        [
+            FrameResult(index=i, t=i / 2, score=0.1, boxes=[[0, 0, 10, 10]], tamper=tm)
+            for i, tm in enumerate(tampers)
+        ]
+    )
+    assert out["tamper"]["checked_frames"] == checked
+    assert out["label"] == Label.TAMPERED, out["reason"]
 
 
 def test_flagged_frames_below_the_count_of_a_long_video_do_not_make_it_tampered() -> None:

@@ -111,6 +111,51 @@ async def test_idle_frames_check_is_finalised(aiohttp_client, settings, frames) 
             "media_limit_exceeded",
             id="too-big",
         ),
+        pytest.param(
+            lambda f: [("patch", _jpeg(f[0][:64, :64], "PNG")), ("patch_at", "0,0"), ("frame", _jpeg(f[0]))],
+            400,
+            "invalid_field",
+            id="patch-before-its-frame",
+        ),
+        pytest.param(
+            lambda f: [
+                ("frame", _jpeg(f[0])),
+                ("t", "0"),
+                ("patch", _jpeg(f[0][:64, :64])),
+                ("patch_at", "0,0"),
+            ],
+            415,
+            "unsupported_media",
+            id="lossy-patch",
+        ),
+        pytest.param(
+            lambda f: [("frame", _jpeg(f[0])), ("t", "0"), ("patch", _jpeg(f[0][:64, :64], "PNG"))],
+            400,
+            "invalid_field",
+            id="patch-without-position",
+        ),
+        pytest.param(
+            lambda f: [
+                ("frame", _jpeg(f[0])),
+                ("t", "0"),
+                ("patch", _jpeg(f[0][:64, :64], "PNG")),
+                ("patch_at", "a,b"),
+            ],
+            400,
+            "invalid_field",
+            id="bad-position",
+        ),
+        pytest.param(
+            lambda f: [
+                ("frame", _jpeg(f[0])),
+                ("t", "0"),
+                ("patch", _jpeg(f[0][:64, :64], "PNG")),
+                ("patch_at", f"{f[0].shape[1] - 32},0"),
+            ],
+            400,
+            "invalid_field",
+            id="patch-outside-its-frame",
+        ),
     ],
 )
 async def test_bad_frame_requests(api, frames, build, status: int, code: str) -> None:
@@ -134,3 +179,55 @@ async def test_frames_to_an_upload_check_or_unknown_check(api, media_dir, frames
     assert resp.status == 409
     resp = await api.post(f"/v1/checks/{'0' * 32}/frames", data=_form(frames[:1], [0.0]))
     assert resp.status == 404
+
+
+def _patch_region(box: list[int], shape: tuple[int, ...], grow: float = 3.0) -> tuple[int, int, int, int]:
+    """What the extension sends: the last face box grown around its centre, clipped to the frame."""
+    x, y, w, h = box
+    side = max(w, h) * grow
+    cx, cy = x + w / 2, y + h / 2
+    x0, y0 = max(0, round(cx - side / 2)), max(0, round(cy - side / 2))
+    x1, y1 = min(shape[1], round(cx + side / 2)), min(shape[0], round(cy + side / 2))
+    return x0, y0, x1, y1
+
+
+async def test_only_frames_with_a_lossless_face_patch_get_the_tamper_check(
+    aiohttp_client, settings, flagging_checkpoint, frames
+) -> None:
+    from server.app import create_app
+
+    # A calibration that flags every frame it sees, and no worker: flagged frames fail purification.
+    api = await aiohttp_client(create_app(settings.replace(model_dir=flagging_checkpoint, purify=False)))
+    opened = await _open(api)
+    url = opened["links"]["frames"]
+    resp = await api.post(url, data=_form(frames[:2], [0.0, 0.5]))
+    assert resp.status == 200, await resp.text()
+    first = (await resp.json())["faces"]
+    assert [f["tamper_checked"] for f in first] == [False, False]  # JPEG only: no check
+    box = next(f["boxes"][0] for f in reversed(first) if f["boxes"])  # the latest face
+    x0, y0, x1, y1 = _patch_region(box, frames[2].shape)
+    form = aiohttp.FormData()
+    for i, t in ((2, 1.0), (3, 1.5)):
+        form.add_field("frame", _jpeg(frames[i]), filename="f.jpg", content_type="image/jpeg")
+        form.add_field("t", str(t))
+        form.add_field(
+            "patch", _jpeg(frames[i][y0:y1, x0:x1], "PNG"), filename="p.png", content_type="image/png"
+        )
+        form.add_field("patch_at", f"{x0},{y0}")
+    # A patch too small for the face's crop (just the box itself): that frame gets no check.
+    form.add_field("frame", _jpeg(frames[4]), filename="f.jpg", content_type="image/jpeg")
+    form.add_field("t", "2.0")
+    bx, by, bw, bh = box
+    form.add_field("patch", _jpeg(frames[4][by : by + bh, bx : bx + bw], "PNG"), filename="p.png")
+    form.add_field("patch_at", f"{bx},{by}")
+    form.add_field("final", "1")
+    resp = await api.post(url, data=form)
+    assert resp.status == 200, await resp.text()
+    second = (await resp.json())["faces"]
+    assert [f["tamper_checked"] for f in second] == [True, True, False], second
+    verdict = (await _done(api, opened["id"]))["verdict"]
+    tamper = verdict["tamper"]
+    assert tamper["checked_frames"] == 2 and tamper["suspicious_frames"] == 2, tamper
+    timeline = {p["t"]: p for p in verdict["timeline"]}
+    assert timeline[1.0]["tamper"] is not None and timeline[0.0]["tamper"] is None
+    assert timeline[1.0]["purify_status"] == "failed"  # flagged, and this server purifies nothing
