@@ -127,9 +127,14 @@ export const startFramesCheck = async (settings, pageUrl, frameHashes) =>
 /** Post JPEG frames (``[{blob, t}]``) to a frames check; ``final`` ends it. */
 export async function postFrames(settings, checkId, frames, final) {
   const form = new FormData();
-  frames.forEach(({ blob, t }, i) => {
+  frames.forEach(({ blob, t, patch, patchAt }, i) => {
     form.append('frame', blob, `frame-${i}.jpg`);
     form.append('t', String(t));
+    // A lossless patch follows its own frame (the server pastes it in and runs the tamper check).
+    if (patch) {
+      form.append('patch', patch, `patch-${i}.png`);
+      form.append('patch_at', `${patchAt[0]},${patchAt[1]}`);
+    }
   });
   if (final) form.append('final', '1');
   return (await request(settings, `/v1/checks/${encodeURIComponent(checkId)}/frames`, { method: 'POST', form })).body;

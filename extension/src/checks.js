@@ -245,10 +245,11 @@ export async function openFrames(sender, { videoKey, hashes, pageUrl }) {
 
 function dataUrlToBlob(dataUrl) {
   const comma = dataUrl.indexOf(',');
+  const type = dataUrl.slice(5, dataUrl.indexOf(';')); // data:<type>;base64,
   const binary = atob(dataUrl.slice(comma + 1));
   const bytes = new Uint8Array(binary.length);
   for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-  return new Blob([bytes], { type: 'image/jpeg' });
+  return new Blob([bytes], { type });
 }
 
 /** Post a batch of captured frames to the video's own frames check. */
@@ -260,7 +261,11 @@ export async function sendFrames(sender, { videoKey, frames, final }) {
     throw new MessageError('no_check', 'no frames check is open for this video');
   if (FINAL_STATES.has(video.state)) return { accepted: 0, closed: true };
   try {
-    const blobs = frames.map((f) => ({ blob: dataUrlToBlob(f.jpeg), t: f.t }));
+    const blobs = frames.map((f) => ({
+      blob: dataUrlToBlob(f.jpeg),
+      t: f.t,
+      ...(f.patch ? { patch: dataUrlToBlob(f.patch), patchAt: f.patchAt } : {}),
+    }));
     return await api.postFrames(settings, video.checkId, blobs, final);
   } catch (err) {
     // The server already ended the check (its cache knew the frames): the verdict is on its way.

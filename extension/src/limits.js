@@ -47,6 +47,12 @@ export const FRAME_WAIT_MS = 2_500;
 export const TAB_CAPTURE_INTERVAL_MS = 600;
 // A data: URL of one JPEG frame (the server's own limit is 4 MiB of bytes).
 export const MAX_FRAME_DATA_URL_CHARS = 6_000_000;
+// Lossless face patches (the tamper check needs exact pixels; JPEG hides a perturbation from it):
+// the region around the faces the server last found, each box grown this much around its centre.
+// The server's crop is 1.3x the box, so 3x leaves a box's width of motion between batches.
+export const PATCH_GROW = 3.0;
+// A data: URL of one PNG patch; a larger region is not sent (its frame is scored, not checked).
+export const MAX_PATCH_DATA_URL_CHARS = 6_000_000;
 
 // A page whose check has been silent this long asks the worker about it: that wakes a worker
 // stopped while idle, which then resumes following the check (alarms fire every 30 s at best).

@@ -85,7 +85,11 @@ function render(record, serverUrl) {
   $('faces').textContent =
     `${faces.total ?? 0} in ${faces.frames_with_faces ?? 0} of ${verdict.frames_analyzed ?? 0} frames (at most ${faces.max_per_frame ?? 0} per frame)`;
   const t = verdict.tamper ?? {};
-  $('tamper').textContent = `${t.suspicious_frames ?? 0} suspicious frames, ${t.purified_frames ?? 0} purified`;
+  // Captured frames are checked only where a lossless face patch came with them: say how many were.
+  const checked = t.checked_frames ?? null;
+  $('tamper').textContent =
+    `${t.suspicious_frames ?? 0} suspicious frames, ${t.purified_frames ?? 0} purified` +
+    (checked === null ? '' : ` (${checked} of ${verdict.faces?.frames_with_faces ?? 0} face frames checked)`);
   $('cached').textContent = record.cached
     ? `cached${verdict.cache?.matched_by ? ` (matched by ${verdict.cache.matched_by})` : ''}`
     : 'fresh';

@@ -10,7 +10,7 @@ import { captureVideoRect } from './capture.js';
 import * as checks from './checks.js';
 import { loadSettings, sitePatterns } from './config.js';
 import * as ext from './ext.js';
-import { FRAMES_PER_BATCH, MAX_FRAME_DATA_URL_CHARS, MAX_URL_CHARS } from './limits.js';
+import { FRAMES_PER_BATCH, MAX_FRAME_DATA_URL_CHARS, MAX_PATCH_DATA_URL_CHARS, MAX_URL_CHARS } from './limits.js';
 import {
   FROM,
   MSG,
@@ -74,7 +74,20 @@ function frameBatch(d) {
       'frame jpeg',
     );
     expect(isTime(f.t), 'frame time');
-    return { jpeg: f.jpeg, t: f.t };
+    if (f.patch === undefined) return { jpeg: f.jpeg, t: f.t };
+    expect(
+      typeof f.patch === 'string' &&
+        f.patch.startsWith('data:image/png;base64,') &&
+        f.patch.length <= MAX_PATCH_DATA_URL_CHARS,
+      'frame patch',
+    );
+    expect(
+      Array.isArray(f.patchAt) &&
+        f.patchAt.length === 2 &&
+        f.patchAt.every((v) => Number.isInteger(v) && v >= 0 && v < 1e5),
+      'patch position',
+    );
+    return { jpeg: f.jpeg, t: f.t, patch: f.patch, patchAt: [...f.patchAt] };
   });
   return { ...videoData(d), frames, final: d.final === true };
 }

@@ -4,6 +4,8 @@ import { test } from 'node:test';
 
 import { normalizeServerUrl, serverPattern, sitePatterns, validateSettings } from '../src/config.js';
 import { hammingHex, phashHex } from '../src/phash.js';
+import { latestFaces, patchRegion } from '../src/content/frames.js';
+import { PATCH_GROW } from '../src/limits.js';
 import { sseParser } from '../src/sse.js';
 import { badgeText, stateOfLabel, viewOf } from '../src/verdict.js';
 
@@ -84,4 +86,43 @@ test('badge texts and states', () => {
     progress: null,
     error: null,
   });
+});
+
+test('lossless patch region: faces grown around their centres, joined, clipped to the frame', () => {
+  assert.equal(patchRegion(null, 640, 360), null);
+  assert.equal(patchRegion([], 640, 360), null);
+  const side = 80 * PATCH_GROW; // the server's crop is 1.3x the box: this leaves room for motion
+  assert.deepEqual(patchRegion([[280, 140, 80, 80]], 640, 360), {
+    x: 320 - side / 2,
+    y: 180 - side / 2,
+    width: side,
+    height: side,
+  });
+  // At the frame's corner: clipped.
+  assert.deepEqual(patchRegion([[0, 0, 40, 40]], 640, 360), { x: 0, y: 0, width: 20 + 60, height: 20 + 60 });
+  // Two faces: one region around both.
+  assert.deepEqual(
+    patchRegion(
+      [
+        [100, 100, 20, 20],
+        [300, 200, 20, 20],
+      ],
+      640,
+      360,
+    ),
+    { x: 80, y: 80, width: 260, height: 160 },
+  );
+});
+
+test('latest faces: the boxes of the last frame that had any; junk is ignored', () => {
+  assert.equal(latestFaces(undefined), null);
+  assert.equal(latestFaces([{ t: 0, boxes: [] }]), null);
+  const faces = [
+    { t: 0, boxes: [[1, 2, 3, 4]] },
+    { t: 0.5, boxes: [[5, 6, 7, 8]] },
+    { t: 1, boxes: [] },
+  ];
+  assert.deepEqual(latestFaces(faces), [[5, 6, 7, 8]]);
+  assert.equal(latestFaces([{ boxes: [[1, 2, 3]] }]), null);
+  assert.equal(latestFaces([{ boxes: [[1, 2, 3, 'x']] }]), null);
 });

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from server.media.encode import write_video
@@ -146,6 +147,10 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Media:
     d = tmp_path_factory.mktemp("pages-media")
     write_video(face_frames(2.0), d / "face.mp4")
     write_video(face_frames(2.0), d / "face_fragmented.mp4", layout="fragmented")
+    # Long enough for a second batch of captured frames, which carries lossless face patches.
+    # (Mirrored, so the frame-hash cache does not answer it with face_fragmented's verdict.)
+    mirrored = (np.ascontiguousarray(f[:, ::-1]) for f in face_frames(5.0))
+    write_video(mirrored, d / "long_fragmented.mp4", layout="fragmented")
     write_video(face_frames(2.2), d / "late.mp4")
     write_video(face_frames(1.6), d / "shadow.mp4")
     write_video(blank_frames(2.0), d / "blank.mp4")

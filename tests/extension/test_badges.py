@@ -26,7 +26,7 @@ except ImportError:  # the playwright_api fixture fails with the command that in
 from server.auth import create_token
 from server.db.engine import create_engine, session_factory
 from server.vision.phash import from_hex, hamming, phash64
-from tests.extension.conftest import ARTIFACTS, FINAL, check_of
+from tests.extension.conftest import ARTIFACTS, FINAL, REPO, check_of
 from tests.extension.servers import free_port, get_json
 
 pytestmark = pytest.mark.browser
@@ -39,6 +39,10 @@ SETTLE_MS = 45_000
 # The issue's promise: a cached verdict shows within 300 ms of its badge appearing.
 CACHED_BUDGET_MS = 300
 FINAL_RE = re.compile("^(" + "|".join(FINAL) + ")$")
+# Captured frames per upload (the extension's own limit): the first batch goes before any face is known.
+FRAMES_PER_BATCH = int(
+    re.search(r"FRAMES_PER_BATCH = (\d+)", (REPO / "extension/src/limits.js").read_text()).group(1)  # type: ignore[union-attr]
+)
 
 
 def settled(page, count: int):  # type: ignore[no-untyped-def]
@@ -136,6 +140,31 @@ def test_mediasource_video_is_checked_from_captured_frames(browser, pages, unmas
     assert check["source"] == "frames"
     assert check["verdict"]["frames_analyzed"] >= 3  # a 2 s video at 2 frames/s, one pass
     browser.screenshot(page, "mediasource")
+
+
+def test_frames_after_the_first_batch_carry_lossless_face_patches_and_get_the_tamper_check(
+    browser, pages, unmask, media
+):
+    """The first batch's reply names the faces; later canvas captures send the region around them
+    as PNG, and the server runs the tamper check on the crops inside (JPEG alone hides it)."""
+    browser.configure(unmask)
+    page = browser.open(f"{pages}/mse.html?codec={media.codec}&file=long_fragmented.mp4")
+    expect(page.locator("#status")).to_have_text("appended", timeout=10_000)
+    badge = settled(page, 1).first
+    state = badge.get_attribute("data-state")
+    assert state in FACE_LABELS, badge.evaluate("e => e.outerHTML")
+    check = assert_panel(browser.panel(page, badge), unmask, state=state, cached=False)
+    verdict = check["verdict"]
+    assert check["source"] == "frames" and verdict["frames_analyzed"] > FRAMES_PER_BATCH
+    checked = [p for p in verdict["timeline"] if p["tamper"] is not None]
+    assert verdict["tamper"]["checked_frames"] == len(checked) >= 1, verdict["timeline"]
+    # Frames of the first batch went before any face was known: JPEG only, no check.
+    assert all(p["tamper"] is None for p in verdict["timeline"][:FRAMES_PER_BATCH])
+    panel = browser.panel(page, badge)
+    expect(panel.locator("#tamper")).to_contain_text(f"({len(checked)} of ")
+    print(
+        f"\nlossless patches: {len(checked)} of {verdict['frames_analyzed']} captured frames checked; {verdict['tamper']}"
+    )
 
 
 def test_video_added_after_load_gets_a_badge_that_leaves_with_it(browser, pages, unmask):

@@ -11,6 +11,8 @@ import {
   FRAMES_ENOUGH,
   FRAMES_MAX,
   MAX_PASSES,
+  MAX_PATCH_DATA_URL_CHARS,
+  PATCH_GROW,
 } from '../limits.js';
 import { phashHex } from '../phash.js';
 
@@ -42,21 +44,74 @@ function frameSize(video) {
   return [Math.max(2, Math.round(w * scale)), Math.max(2, Math.round(h * scale))];
 }
 
+const isBox = (b) => Array.isArray(b) && b.length === 4 && b.every((v) => Number.isFinite(v) && v >= 0);
+
+/** The face boxes of the latest frame in a frames reply (``faces: [{boxes}]``) that had any, else null. */
+export function latestFaces(faces) {
+  if (!Array.isArray(faces)) return null;
+  for (let i = faces.length - 1; i >= 0; i--) {
+    const boxes = faces[i]?.boxes;
+    if (Array.isArray(boxes) && boxes.length && boxes.every(isBox)) return boxes.slice(0, 8);
+  }
+  return null;
+}
+
 /**
- * A function that grabs the current frame of ``video`` as ``{jpeg, hash, t}``.
+ * The region to send losslessly: the union of ``boxes`` ([x, y, w, h] in frame pixels), each grown
+ * ``PATCH_GROW`` times around its centre, clipped to the ``w``x``h`` frame; null when there is none.
+ */
+export function patchRegion(boxes, w, h) {
+  let x0 = Infinity;
+  let y0 = Infinity;
+  let x1 = -Infinity;
+  let y1 = -Infinity;
+  for (const [bx, by, bw, bh] of boxes ?? []) {
+    const half = (Math.max(bw, bh) * PATCH_GROW) / 2;
+    const cx = bx + bw / 2;
+    const cy = by + bh / 2;
+    x0 = Math.min(x0, cx - half);
+    y0 = Math.min(y0, cy - half);
+    x1 = Math.max(x1, cx + half);
+    y1 = Math.max(y1, cy + half);
+  }
+  const x = Math.max(0, Math.floor(x0));
+  const y = Math.max(0, Math.floor(y0));
+  const right = Math.min(w, Math.ceil(x1));
+  const bottom = Math.min(h, Math.ceil(y1));
+  return right > x && bottom > y ? { x, y, width: right - x, height: bottom - y } : null;
+}
+
+/**
+ * A function that grabs the current frame of ``video`` as ``{jpeg, hash, t}``, plus
+ * ``{patch, patchAt}`` (a PNG of the region around ``faces()``, the latest face boxes) when known.
  * It throws a ``SecurityError`` DOMException when the video taints the canvas.
  */
-export function canvasGrabber() {
+export function canvasGrabber(faces = () => null) {
   const canvas = document.createElement('canvas');
   const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  const patchCanvas = document.createElement('canvas');
   return (video) => {
     const t = video.currentTime;
     const [w, h] = frameSize(video);
-    canvas.width = w;
-    canvas.height = h;
+    if (canvas.width !== w || canvas.height !== h) {
+      canvas.width = w;
+      canvas.height = h;
+    }
     ctx.drawImage(video, 0, 0, w, h);
     const pixels = ctx.getImageData(0, 0, w, h);
-    return { jpeg: canvas.toDataURL('image/jpeg', FRAME_JPEG_QUALITY), hash: phashHex(pixels), t };
+    const frame = { jpeg: canvas.toDataURL('image/jpeg', FRAME_JPEG_QUALITY), hash: phashHex(pixels), t };
+    const region = patchRegion(faces(), w, h);
+    if (region) {
+      // putImageData copies the pixels as they are (no scaling, no blending): the PNG is exact.
+      patchCanvas.width = region.width;
+      patchCanvas.height = region.height;
+      patchCanvas
+        .getContext('2d')
+        .putImageData(ctx.getImageData(region.x, region.y, region.width, region.height), 0, 0);
+      const patch = patchCanvas.toDataURL('image/png');
+      if (patch.length <= MAX_PATCH_DATA_URL_CHARS) Object.assign(frame, { patch, patchAt: [region.x, region.y] });
+    }
+    return frame;
   };
 }
 

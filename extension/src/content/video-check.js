@@ -10,7 +10,7 @@ import {
 import { MSG, send } from '../messages.js';
 import { FINAL_STATES } from '../verdict.js';
 import { Badge } from './badge.js';
-import { canvasGrabber, sampleFrames, waitForData } from './frames.js';
+import { canvasGrabber, latestFaces, sampleFrames, waitForData } from './frames.js';
 
 const randomKey = () =>
   Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(36).padStart(2, '0')).join('');
@@ -149,7 +149,8 @@ export class VideoCheck {
       const { value, done } = await frames.next();
       if (signal.aborted) return;
       if (!done) {
-        batch.push({ jpeg: value.jpeg, t: value.t });
+        const { jpeg, t, patch, patchAt } = value;
+        batch.push(patch ? { jpeg, t, patch, patchAt } : { jpeg, t });
         hashes.push(value.hash);
       }
       if (!opened && (hashes.length >= HASH_PROBE_FRAMES || done)) {
@@ -165,6 +166,7 @@ export class VideoCheck {
         const reply = await send(MSG.SEND_FRAMES, { videoKey, frames: batch, final: done });
         batch = [];
         if (reply?.closed) return;
+        this.faces = latestFaces(reply?.faces);
       }
       if (done) return;
     }
@@ -172,7 +174,9 @@ export class VideoCheck {
 
   /** Canvas capture; on a tainted canvas, captures of the visible tab cropped to the video. */
   grabber() {
-    const fromCanvas = canvasGrabber();
+    // Later frames carry a lossless patch around the faces the server found (tab captures cannot:
+    // the page's zoom and scaling already changed their pixels).
+    const fromCanvas = canvasGrabber(() => this.faces);
     let tainted = false;
     let lastShot = 0;
     const fromTab = async (video) => {
