@@ -62,6 +62,18 @@ FINISHED_JOB_TTL_S = 60.0
 Event = tuple[int, str, dict[str, Any]]
 
 
+def _unchecked(verdict: dict[str, Any]) -> bool:
+    """Whether the tamper check was on but saw none of the verdict's face frames (captured JPEG
+    frames without a lossless patch). Such a verdict is not indexed for reuse: an adversarial
+    video would otherwise be answered from the cache as it fooled the detector, for everyone."""
+    tamper = verdict["tamper"]
+    return (
+        tamper["threshold"] is not None
+        and verdict["faces"]["frames_with_faces"] > 0
+        and tamper["checked_frames"] == 0
+    )
+
+
 def new_check_id() -> str:
     """A random, unguessable check id (the report page is public by id)."""
     return uuid.uuid4().hex
@@ -288,7 +300,7 @@ class JobManager:
             early_stop=early_stop,
         )
         verdict["check_id"] = job.id
-        verdict["keys"] = await self._store_keys(job, job.id, results)
+        verdict["keys"] = [] if _unchecked(verdict) else await self._store_keys(job, job.id, results)
         await self._save_thumbnails(job, results)
         await retry_db(lambda: repo.finish_check(self.sessions, job.id, verdict), what=f"check {job.id}")
         job.verdict = verdict

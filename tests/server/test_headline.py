@@ -13,6 +13,7 @@ child killed (``kill -9``) mid-task, and a task over its time limit; both checks
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
 import signal
@@ -23,9 +24,11 @@ from typing import Any
 import aiohttp
 import pytest
 import torch
+from PIL import Image
 
 from server.analysis.verdict import MIN_TAMPERED_FRAMES
 from server.db.migrate import upgrade
+from server.media.decode import DecodeLimits, open_video
 from server.robust.tamper import TAMPER_FILENAME, TamperScorer
 from server.samples import generate_samples
 from server.samples.adversarial import adversarial_sample
@@ -45,6 +48,11 @@ SAMPLES = {"n_real": 1, "n_fake": 2, "seconds": 3.0, "size": 320, "seed": 4}
 
 # A check with purification of ~6 crops on the CPU preset takes about a minute on a quiet machine.
 CHECK_TIMEOUT_S = 200.0
+
+# What the extension sends (extension/src/limits.js): JPEG frames at quality 0.85, and PNG
+# patches of each face box grown PATCH_GROW times.
+CAPTURE_JPEG_QUALITY = 85
+PATCH_GROW = 3.0
 
 
 @pytest.fixture(autouse=True)
@@ -240,3 +248,74 @@ async def test_purification_over_its_time_limit_fails_the_frames_with_a_reason_a
     assert len(failed) == tamper["suspicious_frames"]
     assert "purification exceeded its time limit (3 s)" in verdict["reason"], verdict["reason"]
     print(f"\n{verdict['reason']}")
+
+
+def _png(image) -> bytes:  # type: ignore[no-untyped-def]
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _jpeg(image) -> bytes:  # type: ignore[no-untyped-def]
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=CAPTURE_JPEG_QUALITY)
+    return buf.getvalue()
+
+
+async def _send_captured(api, frames: list[tuple[float, Any]], *, patches: bool) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """Post frames as the extension does: JPEG, one at a time here, each after the first with a
+    PNG patch around the faces the previous reply named (grown as PATCH_GROW in limits.js)."""
+    resp = await api.post("/v1/checks", json={"source": "frames"})
+    assert resp.status == 202, await resp.text()
+    check_id = (await resp.json())["id"]
+    boxes: list[list[int]] = []
+    for i, (t, image) in enumerate(frames):
+        form = aiohttp.FormData()
+        form.add_field("frame", _jpeg(image), filename="f.jpg", content_type="image/jpeg")
+        form.add_field("t", str(t))
+        if patches and boxes:
+            x, y, w, h = boxes[0]
+            half = max(w, h) * PATCH_GROW / 2
+            x0, y0 = max(0, int(x + w / 2 - half)), max(0, int(y + h / 2 - half))
+            x1 = min(image.shape[1], int(x + w / 2 + half) + 1)
+            y1 = min(image.shape[0], int(y + h / 2 + half) + 1)
+            form.add_field("patch", _png(image[y0:y1, x0:x1]), filename="p.png", content_type="image/png")
+            form.add_field("patch_at", f"{x0},{y0}")
+        if i == len(frames) - 1:
+            form.add_field("final", "1")
+        resp = await api.post(f"/v1/checks/{check_id}/frames", data=form)
+        assert resp.status == 200, await resp.text()
+        faces = (await resp.json())["faces"]
+        boxes = faces[-1]["boxes"] or boxes
+    return await _verdict(api, check_id)
+
+
+async def test_captured_frames_of_the_adversarial_video_are_caught_only_with_lossless_face_patches(
+    api, worker, adversarial
+) -> None:
+    """The extension's path for videos it cannot send by URL: JPEG captures hide the perturbation
+    from the tamper check; with lossless face patches the check ends ``tampered`` as by URL."""
+    with open_video(adversarial[0], limits=DecodeLimits()) as reader:
+        frames = [(round(f.t, 3), f.image) for f in reader.samples(2.0)]
+    assert len(frames) >= 5
+    jpeg_only = await _send_captured(api, frames, patches=False)
+    assert jpeg_only["tamper"]["checked_frames"] == 0
+    assert all(p["tamper"] is None for p in jpeg_only["timeline"])
+    # A verdict the tamper check never saw is not kept for reuse (the next check would get it).
+    assert jpeg_only["keys"] == [] and jpeg_only["cached"] is False
+    patched = await _send_captured(api, frames, patches=True)
+    assert patched["cached"] is False
+    threshold = patched["model"]["threshold"]
+    tamper = patched["tamper"]
+    print(
+        f"\ncaptured, JPEG only: {jpeg_only['label']} (scores {[p['score'] for p in jpeg_only['timeline']]}); "
+        f"with patches: {patched['label']}, tamper {[p['tamper'] for p in patched['timeline']]} "
+        f"(threshold {tamper['threshold']}), purified {[p['purified_score'] for p in patched['timeline']]}; "
+        f"{patched['reason']}"
+    )
+    assert tamper["checked_frames"] == len(frames) - 1  # all but the first, sent before any face was known
+    assert patched["label"] == "tampered", patched["reason"]
+    assert tamper["purified_frames"] == tamper["suspicious_frames"] >= MIN_TAMPERED_FRAMES
+    purified = [p["purified_score"] for p in patched["timeline"] if p["purified_score"] is not None]
+    assert all(s >= threshold for s in purified), purified
+    assert patched["manipulated"] is True

@@ -231,3 +231,22 @@ async def test_only_frames_with_a_lossless_face_patch_get_the_tamper_check(
     timeline = {p["t"]: p for p in verdict["timeline"]}
     assert timeline[1.0]["tamper"] is not None and timeline[0.0]["tamper"] is None
     assert timeline[1.0]["purify_status"] == "failed"  # flagged, and this server purifies nothing
+    assert verdict["keys"]  # checked: indexed for reuse
+
+
+async def test_a_verdict_the_tamper_check_never_saw_is_not_kept_for_reuse(
+    aiohttp_client, settings, flagging_checkpoint, frames
+) -> None:
+    from server.app import create_app
+
+    api = await aiohttp_client(create_app(settings.replace(model_dir=flagging_checkpoint, purify=False)))
+    opened = await _open(api)
+    resp = await api.post(opened["links"]["frames"], data=_form(frames[:4], [0.0, 0.5, 1.0, 1.5], final=True))
+    assert resp.status == 200, await resp.text()
+    verdict = (await _done(api, opened["id"]))["verdict"]
+    assert verdict["faces"]["frames_with_faces"] >= 3 and verdict["tamper"]["checked_frames"] == 0
+    assert verdict["keys"] == []
+    # The same frames again are checked anew, not answered from the cache.
+    again = await _open(api)
+    await api.post(again["links"]["frames"], data=_form(frames[:4], [0.0, 0.5, 1.0, 1.5], final=True))
+    assert (await _done(api, again["id"]))["verdict"]["cached"] is False
