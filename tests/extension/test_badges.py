@@ -39,9 +39,12 @@ SETTLE_MS = 45_000
 # The promise: a cached verdict shows within 300 ms of its badge appearing.
 CACHED_BUDGET_MS = 300
 FINAL_RE = re.compile("^(" + "|".join(FINAL) + ")$")
-# Captured frames per upload (the extension's own limit): the first batch goes before any face is known.
-FRAMES_PER_BATCH = int(
-    re.search(r"FRAMES_PER_BATCH = (\d+)", (REPO / "extension/src/limits.js").read_text()).group(1)  # type: ignore[union-attr]
+# The extension's limits: the first upload is the frames the cache is asked about, sent before any
+# face is known; later uploads carry this many frames.
+_LIMITS = (REPO / "extension/src/limits.js").read_text()
+HASH_PROBE_FRAMES, FRAMES_PER_BATCH = (
+    int(re.search(rf"{name} = (\d+)", _LIMITS).group(1))  # type: ignore[union-attr]
+    for name in ("HASH_PROBE_FRAMES", "FRAMES_PER_BATCH")
 )
 
 
@@ -158,8 +161,8 @@ def test_frames_after_the_first_batch_carry_lossless_face_patches_and_get_the_ta
     assert check["source"] == "frames" and verdict["frames_analyzed"] > FRAMES_PER_BATCH
     checked = [p for p in verdict["timeline"] if p["tamper"] is not None]
     assert verdict["tamper"]["checked_frames"] == len(checked) >= 1, verdict["timeline"]
-    # Frames of the first batch went before any face was known: JPEG only, no check.
-    assert all(p["tamper"] is None for p in verdict["timeline"][:FRAMES_PER_BATCH])
+    # The first batch (the frames the cache was asked about) went before any face was known.
+    assert all(p["tamper"] is None for p in verdict["timeline"][:HASH_PROBE_FRAMES])
     panel = browser.panel(page, badge)
     expect(panel.locator("#tamper")).to_contain_text(f"({len(checked)} of ")
     print(

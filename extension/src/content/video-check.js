@@ -145,6 +145,7 @@ export class VideoCheck {
     const hashes = [];
     let batch = [];
     let opened = false;
+    let sent = false;
     for (;;) {
       const { value, done } = await frames.next();
       if (signal.aborted) return;
@@ -162,8 +163,11 @@ export class VideoCheck {
         await send(MSG.OPEN_FRAMES, { videoKey, hashes, pageUrl: pageAddress() });
         opened = true;
       }
-      if (opened && (batch.length >= FRAMES_PER_BATCH || done)) {
+      // The first batch (the frames the cache was asked about) goes as soon as the check is open:
+      // its reply names the faces, so every later frame can carry a lossless patch.
+      if (opened && (batch.length >= (sent ? FRAMES_PER_BATCH : 1) || done)) {
         const reply = await send(MSG.SEND_FRAMES, { videoKey, frames: batch, final: done });
+        sent = true;
         batch = [];
         if (reply?.closed) return;
         this.faces = latestFaces(reply?.faces);
