@@ -355,7 +355,7 @@ class JobManager:
         rt = self.runtime
         faces = rt.faces()
         # The tamper check runs only on crops inside a lossless patch: the capture's JPEG hides
-        # the perturbation from it (ROBUSTNESS.md, "Captured frames").
+        # the perturbation from it (ROBUSTNESS.md, "Frames the extension captures").
         with rt.check():
             results = [
                 score_frame(

@@ -1,10 +1,11 @@
 """Lossless face patches on captured frames: where the tamper check can see the real pixels.
 
 The extension captures frames as JPEG to keep uploads small, and that JPEG erases the traces the
-tamper check looks for (ROBUSTNESS.md, "Captured frames"): after it, the check flags 4 % of
-attacked crops instead of 99 %. So next to each JPEG frame the extension may send the region
-around the faces the server last found as a PNG; pasted over the JPEG, the face crops are the
-exact pixels the page showed, and only crops that lie wholly inside such a region get the check.
+tamper check looks for (ROBUSTNESS.md, "Frames the extension captures"): after it, the check
+flags 4 % of attacked crops instead of 99 %. So next to each JPEG frame the extension may send
+the region around the faces the server last found as a PNG; pasted over the JPEG, the face crops
+are the exact pixels the page showed, and only crops that lie wholly inside such a region get
+the check.
 """
 
 from __future__ import annotations
