@@ -38,6 +38,20 @@ def _facts(rows: Sequence[tuple[str, str]]) -> str:
     return '<dl class="facts">' + "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
 
 
+def _perturbed(tamper: dict[str, Any], faces: dict[str, Any]) -> str:
+    """Flagged and purified frames, and how many face frames the tamper check saw when not all
+    (captured frames are checked only inside lossless face patches)."""
+    text = (
+        f"{esc(tamper.get('suspicious_frames', 0))} found, {esc(tamper.get('purified_frames', 0))} purified"
+    )
+    checked, face_frames = tamper.get("checked_frames"), faces.get("frames_with_faces", 0)
+    if tamper.get("threshold") is None:
+        return text + " (no tamper check: no calibration for this model)"
+    if checked is not None and checked < face_frames:
+        text += f" (checked {esc(checked)} of {esc(face_frames)} face frames)"
+    return text
+
+
 def _source(check: Check) -> str:
     if check.source_url:
         return f"<code>{esc(check.source_url)}</code>"
@@ -64,11 +78,7 @@ def _verdict_section(check: Check, verdict: dict[str, Any]) -> str:
             "faces",
             f"{esc(faces.get('total', 0))} in {esc(faces.get('frames_with_faces', 0))} frames",
         ),
-        (
-            "perturbed frames",
-            f"{esc(tamper.get('suspicious_frames', 0))} found, "
-            f"{esc(tamper.get('purified_frames', 0))} purified",
-        ),
+        ("perturbed frames", _perturbed(tamper, faces)),
         ("source", _source(check)),
     ]
     if verdict.get("cached"):
