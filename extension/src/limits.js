@@ -48,9 +48,12 @@ export const TAB_CAPTURE_INTERVAL_MS = 600;
 // A data: URL of one JPEG frame (the server's own limit is 4 MiB of bytes).
 export const MAX_FRAME_DATA_URL_CHARS = 6_000_000;
 // Lossless face patches (the tamper check needs exact pixels; JPEG hides a perturbation from it):
-// the region around the faces the server last found, each box grown this much around its centre.
-// The server's crop is 1.3x the box, so 3x leaves a box's width of motion between batches.
-export const PATCH_GROW = 3.0;
+// the region around the faces the server last found and where their motion takes them, each box
+// grown this much around its centre. The server's crop is 1.3x the box, so 2.2x leaves ~0.45 of a
+// box's width for a face that turns or speeds up between frames.
+export const PATCH_GROW = 2.2;
+// Faces are moved on at their last speed for at most this long after the last frame that showed them.
+export const PREDICT_MAX_S = 3;
 // A data: URL of one PNG patch; a larger region is not sent (its frame is scored, not checked).
 export const MAX_PATCH_DATA_URL_CHARS = 6_000_000;
 

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 
 import { normalizeServerUrl, serverPattern, sitePatterns, validateSettings } from '../src/config.js';
 import { hammingHex, phashHex } from '../src/phash.js';
-import { latestFaces, patchRegion } from '../src/content/frames.js';
+import { expectedBoxes, patchRegion, recordFaces } from '../src/content/frames.js';
 import { PATCH_GROW } from '../src/limits.js';
 import { sseParser } from '../src/sse.js';
 import { badgeText, stateOfLabel, viewOf } from '../src/verdict.js';
@@ -89,6 +89,7 @@ test('badge texts and states', () => {
 });
 
 test('lossless patch region: faces grown around their centres, joined, clipped to the frame', () => {
+  assert.equal(PATCH_GROW, 2.2); // the numbers below
   assert.equal(patchRegion(null, 640, 360), null);
   assert.equal(patchRegion([], 640, 360), null);
   const side = 80 * PATCH_GROW; // the server's crop is 1.3x the box: this leaves room for motion
@@ -99,7 +100,8 @@ test('lossless patch region: faces grown around their centres, joined, clipped t
     height: side,
   });
   // At the frame's corner: clipped.
-  assert.deepEqual(patchRegion([[0, 0, 40, 40]], 640, 360), { x: 0, y: 0, width: 20 + 60, height: 20 + 60 });
+  const reach = Math.ceil(20 + (40 * PATCH_GROW) / 2);
+  assert.deepEqual(patchRegion([[0, 0, 40, 40]], 640, 360), { x: 0, y: 0, width: reach, height: reach });
   // Two faces: one region around both.
   assert.deepEqual(
     patchRegion(
@@ -110,19 +112,53 @@ test('lossless patch region: faces grown around their centres, joined, clipped t
       640,
       360,
     ),
-    { x: 80, y: 80, width: 260, height: 160 },
+    { x: 110 - 22, y: 110 - 22, width: 200 + 44, height: 100 + 44 }, // half of 20 * PATCH_GROW = 22
   );
 });
 
-test('latest faces: the boxes of the last frame that had any; junk is ignored', () => {
-  assert.equal(latestFaces(undefined), null);
-  assert.equal(latestFaces([{ t: 0, boxes: [] }]), null);
-  const faces = [
+test('face history: the two latest frames with faces; junk and faceless frames change nothing', () => {
+  assert.deepEqual(recordFaces([], undefined), []);
+  let h = recordFaces([], [{ t: 0, boxes: [] }]);
+  assert.deepEqual(h, []);
+  h = recordFaces(h, [
     { t: 0, boxes: [[1, 2, 3, 4]] },
     { t: 0.5, boxes: [[5, 6, 7, 8]] },
     { t: 1, boxes: [] },
+  ]);
+  assert.deepEqual(h, [
+    { t: 0, boxes: [[1, 2, 3, 4]] },
+    { t: 0.5, boxes: [[5, 6, 7, 8]] },
+  ]);
+  assert.deepEqual(
+    recordFaces(h, [
+      { t: 1, boxes: [[1, 2, 3]] },
+      { t: 1.5, boxes: [[1, 2, 3, 'x']] },
+    ]),
+    h,
+  );
+  assert.deepEqual(recordFaces(h, [{ t: 2, boxes: [[9, 9, 9, 9]] }]).at(-1), { t: 2, boxes: [[9, 9, 9, 9]] });
+});
+
+test('expected boxes: the latest, and each face moved on at its last speed', () => {
+  assert.equal(expectedBoxes([], 1), null);
+  const still = [{ t: 1, boxes: [[100, 50, 80, 80]] }];
+  assert.deepEqual(expectedBoxes(still, 2), [[100, 50, 80, 80]]);
+  const moving = [
+    { t: 1, boxes: [[100, 50, 80, 80]] },
+    { t: 1.5, boxes: [[140, 50, 80, 80]] },
   ];
-  assert.deepEqual(latestFaces(faces), [[5, 6, 7, 8]]);
-  assert.equal(latestFaces([{ boxes: [[1, 2, 3]] }]), null);
-  assert.equal(latestFaces([{ boxes: [[1, 2, 3, 'x']] }]), null);
+  // 40 px per half second; one second after the last frame: 80 px further.
+  assert.deepEqual(expectedBoxes(moving, 2.5), [
+    [140, 50, 80, 80],
+    [220, 50, 80, 80],
+  ]);
+  // No prediction backwards (a looping video starts over) or too far ahead.
+  assert.deepEqual(expectedBoxes(moving, 0.2), [[140, 50, 80, 80]]);
+  assert.deepEqual(expectedBoxes(moving, 60), [[140, 50, 80, 80]]);
+  // A box of another size in the frame before is not the same face.
+  const other = [
+    { t: 1, boxes: [[100, 50, 20, 20]] },
+    { t: 1.5, boxes: [[140, 50, 80, 80]] },
+  ];
+  assert.deepEqual(expectedBoxes(other, 2), [[140, 50, 80, 80]]);
 });

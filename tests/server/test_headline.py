@@ -52,7 +52,7 @@ CHECK_TIMEOUT_S = 200.0
 # What the extension sends (extension/src/limits.js): JPEG frames at quality 0.85, and PNG
 # patches of each face box grown PATCH_GROW times.
 CAPTURE_JPEG_QUALITY = 85
-PATCH_GROW = 3.0
+PATCH_GROW = 2.2
 
 
 @pytest.fixture(autouse=True)

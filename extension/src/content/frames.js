@@ -13,6 +13,7 @@ import {
   MAX_PASSES,
   MAX_PATCH_DATA_URL_CHARS,
   PATCH_GROW,
+  PREDICT_MAX_S,
 } from '../limits.js';
 import { phashHex } from '../phash.js';
 
@@ -46,14 +47,44 @@ function frameSize(video) {
 
 const isBox = (b) => Array.isArray(b) && b.length === 4 && b.every((v) => Number.isFinite(v) && v >= 0);
 
-/** The face boxes of the latest frame in a frames reply (``faces: [{boxes}]``) that had any, else null. */
-export function latestFaces(faces) {
-  if (!Array.isArray(faces)) return null;
-  for (let i = faces.length - 1; i >= 0; i--) {
-    const boxes = faces[i]?.boxes;
-    if (Array.isArray(boxes) && boxes.length && boxes.every(isBox)) return boxes.slice(0, 8);
+/**
+ * ``history`` (the frames whose faces the server reported, oldest first, at most two) with the
+ * frames of a frames reply (``faces: [{t, boxes}]``) that had faces added. Frames without one
+ * change nothing: the face detector misses a face now and then, and a face that left costs only
+ * a patch of where it was.
+ */
+export function recordFaces(history, faces) {
+  if (!Array.isArray(faces)) return history;
+  const seen = faces.filter(
+    (f) => Number.isFinite(f?.t) && Array.isArray(f.boxes) && f.boxes.length && f.boxes.every(isBox),
+  );
+  return [...history, ...seen.map((f) => ({ t: f.t, boxes: f.boxes.slice(0, 8) }))].slice(-2);
+}
+
+/**
+ * The face boxes a frame captured at ``t`` should hold in its patch: the latest ones the server
+ * reported and, where a face moved between the two latest frames, the same face moved on at that
+ * speed (a face sweeping across the frame would otherwise leave its patch). Null when none is known.
+ */
+export function expectedBoxes(history, t) {
+  const last = history.at(-1);
+  if (!last) return null;
+  const prev = history.length > 1 ? history.at(-2) : null;
+  const dt = t - last.t;
+  if (!prev || !(dt > 0 && dt <= PREDICT_MAX_S) || !(last.t > prev.t)) return last.boxes;
+  const k = dt / (last.t - prev.t);
+  const moved = [];
+  for (const [x, y, w, h] of last.boxes) {
+    // The same face in the frame before: the nearest box of about the same size.
+    let best = null;
+    let bestDist = Infinity;
+    for (const [px, py, pw, ph] of prev.boxes) {
+      const dist = (px + pw / 2 - x - w / 2) ** 2 + (py + ph / 2 - y - h / 2) ** 2;
+      if (Math.abs(pw - w) <= 0.5 * w && dist < bestDist) [best, bestDist] = [[px, py], dist];
+    }
+    if (best) moved.push([Math.max(0, x + (x - best[0]) * k), Math.max(0, y + (y - best[1]) * k), w, h]);
   }
-  return null;
+  return [...last.boxes, ...moved];
 }
 
 /**
@@ -83,7 +114,8 @@ export function patchRegion(boxes, w, h) {
 
 /**
  * A function that grabs the current frame of ``video`` as ``{jpeg, hash, t}``, plus
- * ``{patch, patchAt}`` (a PNG of the region around ``faces()``, the latest face boxes) when known.
+ * ``{patch, patchAt}`` (a PNG of the region around ``faces(t)``, the face boxes expected at the
+ * frame's time ``t``) when known.
  * It throws a ``SecurityError`` DOMException when the video taints the canvas.
  */
 export function canvasGrabber(faces = () => null) {
@@ -100,7 +132,7 @@ export function canvasGrabber(faces = () => null) {
     ctx.drawImage(video, 0, 0, w, h);
     const pixels = ctx.getImageData(0, 0, w, h);
     const frame = { jpeg: canvas.toDataURL('image/jpeg', FRAME_JPEG_QUALITY), hash: phashHex(pixels), t };
-    const region = patchRegion(faces(), w, h);
+    const region = patchRegion(faces(t), w, h);
     if (region) {
       // putImageData copies the pixels as they are (no scaling, no blending): the PNG is exact.
       patchCanvas.width = region.width;

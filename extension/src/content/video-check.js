@@ -10,7 +10,7 @@ import {
 import { MSG, send } from '../messages.js';
 import { FINAL_STATES } from '../verdict.js';
 import { Badge } from './badge.js';
-import { canvasGrabber, latestFaces, sampleFrames, waitForData } from './frames.js';
+import { canvasGrabber, expectedBoxes, recordFaces, sampleFrames, waitForData } from './frames.js';
 
 const randomKey = () =>
   Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(36).padStart(2, '0')).join('');
@@ -146,6 +146,7 @@ export class VideoCheck {
     let batch = [];
     let opened = false;
     let sent = false;
+    this.faces = []; // the frames whose faces the server reported (see recordFaces)
     for (;;) {
       const { value, done } = await frames.next();
       if (signal.aborted) return;
@@ -170,7 +171,7 @@ export class VideoCheck {
         sent = true;
         batch = [];
         if (reply?.closed) return;
-        this.faces = latestFaces(reply?.faces);
+        this.faces = recordFaces(this.faces, reply?.faces);
       }
       if (done) return;
     }
@@ -180,7 +181,7 @@ export class VideoCheck {
   grabber() {
     // Later frames carry a lossless patch around the faces the server found (tab captures cannot:
     // the page's zoom and scaling already changed their pixels).
-    const fromCanvas = canvasGrabber(() => this.faces);
+    const fromCanvas = canvasGrabber((t) => expectedBoxes(this.faces, t));
     let tainted = false;
     let lastShot = 0;
     const fromTab = async (video) => {
