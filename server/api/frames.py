@@ -86,6 +86,39 @@ def _parse_at(text: str) -> tuple[int, int]:
     return x, y
 
 
+async def _read_text(part: BodyPartReader) -> str:
+    """A short text field's value."""
+    raw = await _read_capped(part, MAX_FIELD_BYTES)
+    text = "" if raw is None else raw.decode("ascii", "replace").strip()
+    if raw is None or len(text) > MAX_FIELD_BYTES:
+        raise InvalidField(f"{part.name}: too long", field=part.name)
+    return text
+
+
+def _parse_t(text: str) -> float:
+    try:
+        t = float(text)
+    except ValueError as exc:
+        raise InvalidField(f"t: {text!r} is not a number of seconds", field="t") from exc
+    if not 0 <= t <= limits.MAX_DURATION_S:
+        raise InvalidField(f"t: {t} is outside [0, {limits.MAX_DURATION_S}] seconds", field="t")
+    return t
+
+
+def _owner(frames: list[_FramePart], field: str) -> _FramePart:
+    """The frame a patch field belongs to: the one sent just before it, once per frame."""
+    if not frames or getattr(frames[-1], "at" if field == "patch_at" else "patch") is not None:
+        raise InvalidField(f"{field}: each follows its own frame, at most one per frame", field=field)
+    return frames[-1]
+
+
+async def _read_bytes(part: BodyPartReader, what: str) -> bytes:
+    data = await _read_capped(part, limits.MAX_FRAME_JPEG_BYTES)
+    if data is None:
+        raise PayloadTooLarge(f"{what} is over {limits.MAX_FRAME_JPEG_BYTES} bytes")
+    return data
+
+
 async def _read_parts(request: web.Request) -> tuple[list[_FramePart], list[float], bool]:
     try:
         reader = await request.multipart()
@@ -100,44 +133,15 @@ async def _read_parts(request: web.Request) -> tuple[list[_FramePart], list[floa
         if part.name == "frame":
             if len(frames) >= limits.MAX_FRAMES_PER_REQUEST:
                 raise PayloadTooLarge(f"at most {limits.MAX_FRAMES_PER_REQUEST} frames per request")
-            data = await _read_capped(part, limits.MAX_FRAME_JPEG_BYTES)
-            if data is None:
-                raise PayloadTooLarge(f"frame {len(frames)} is over {limits.MAX_FRAME_JPEG_BYTES} bytes")
-            frames.append(_FramePart(data))
+            frames.append(_FramePart(await _read_bytes(part, f"frame {len(frames)}")))
         elif part.name == "patch":
-            # A patch belongs to the frame sent just before it.
-            if not frames or frames[-1].patch is not None:
-                raise InvalidField(
-                    "patch: each patch follows its own frame, at most one per frame", field="patch"
-                )
-            data = await _read_capped(part, limits.MAX_FRAME_JPEG_BYTES)
-            if data is None:
-                raise PayloadTooLarge(
-                    f"patch of frame {len(frames) - 1} is over {limits.MAX_FRAME_JPEG_BYTES} bytes"
-                )
-            frames[-1].patch = data
-        elif part.name in ("t", "final", "patch_at"):
-            raw = await _read_capped(part, MAX_FIELD_BYTES)
-            text = "" if raw is None else raw.decode("ascii", "replace").strip()
-            if raw is None or len(text) > MAX_FIELD_BYTES:
-                raise InvalidField(f"{part.name}: too long", field=part.name)
-            if part.name == "final":
-                final = text in ("1", "true", "yes")
-                continue
-            if part.name == "patch_at":
-                if not frames or frames[-1].at is not None:
-                    raise InvalidField(
-                        "patch_at: each follows its own frame, at most one per frame", field="patch_at"
-                    )
-                frames[-1].at = _parse_at(text)
-                continue
-            try:
-                t = float(text)
-            except ValueError as exc:
-                raise InvalidField(f"t: {text!r} is not a number of seconds", field="t") from exc
-            if not 0 <= t <= limits.MAX_DURATION_S:
-                raise InvalidField(f"t: {t} is outside [0, {limits.MAX_DURATION_S}] seconds", field="t")
-            times.append(t)
+            _owner(frames, "patch").patch = await _read_bytes(part, f"patch of frame {len(frames) - 1}")
+        elif part.name == "patch_at":
+            _owner(frames, "patch_at").at = _parse_at(await _read_text(part))
+        elif part.name == "t":
+            times.append(_parse_t(await _read_text(part)))
+        elif part.name == "final":
+            final = (await _read_text(part)) in ("1", "true", "yes")
         else:
             raise InvalidField(
                 f"unknown form field {part.name!r}: send 'frame', 't', 'patch', 'patch_at' and 'final'",
