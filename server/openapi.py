@@ -375,6 +375,11 @@ PATHS: dict[str, Any] = {
                             "accepted": {"type": "integer"},
                             "frames": {"type": "integer"},
                             "status": {"type": "string"},
+                            "patches": {
+                                "type": "boolean",
+                                "description": "Whether this server runs the tamper check, so "
+                                "lossless face patches are worth sending.",
+                            },
                             "faces": {
                                 "type": "array",
                                 "description": "Per accepted frame: its face boxes [x, y, w, h] and "

@@ -52,6 +52,8 @@ export const MAX_FRAME_DATA_URL_CHARS = 6_000_000;
 // grown this much around its centre. The server's crop is 1.3x the box, so 2.2x leaves ~0.45 of a
 // box's width for a face that turns or speeds up between frames.
 export const PATCH_GROW = 2.2;
+// A face that left its patch makes the next ones 1.5x larger, up to this (a close-up's whole frame).
+export const PATCH_GROW_MAX = 6;
 // Faces are moved on at their last speed for at most this long after the last frame that showed them.
 export const PREDICT_MAX_S = 3;
 // A data: URL of one PNG patch; a larger region is not sent (its frame is scored, not checked).

@@ -4,8 +4,8 @@ import { test } from 'node:test';
 
 import { normalizeServerUrl, serverPattern, sitePatterns, validateSettings } from '../src/config.js';
 import { hammingHex, phashHex } from '../src/phash.js';
-import { expectedBoxes, patchRegion, recordFaces } from '../src/content/frames.js';
-import { PATCH_GROW } from '../src/limits.js';
+import { expectedBoxes, nextGrow, patchRegion, recordFaces } from '../src/content/frames.js';
+import { PATCH_GROW, PATCH_GROW_MAX } from '../src/limits.js';
 import { sseParser } from '../src/sse.js';
 import { badgeText, stateOfLabel, viewOf } from '../src/verdict.js';
 
@@ -161,4 +161,21 @@ test('expected boxes: the latest, and each face moved on at its last speed', () 
     { t: 1.5, boxes: [[140, 50, 80, 80]] },
   ];
   assert.deepEqual(expectedBoxes(other, 2), [[140, 50, 80, 80]]);
+});
+
+test('patch growth: larger after a face left its patch, back towards the default once covered', () => {
+  const sent = [{ jpeg: 'a' }, { jpeg: 'b', patch: 'p' }, { jpeg: 'c', patch: 'p' }];
+  const missed = [
+    { boxes: [[1, 1, 9, 9]], tamper_checked: false }, // no patch sent: says nothing
+    { boxes: [[1, 1, 9, 9]], tamper_checked: true },
+    { boxes: [[1, 1, 9, 9]], tamper_checked: false },
+  ];
+  assert.equal(nextGrow(PATCH_GROW, sent, missed), PATCH_GROW * 1.5);
+  assert.equal(nextGrow(PATCH_GROW_MAX, sent, missed), PATCH_GROW_MAX);
+  const covered = missed.map((f) => ({ ...f, tamper_checked: true }));
+  assert.equal(nextGrow(4, sent, covered), 4 / 1.25);
+  assert.equal(nextGrow(PATCH_GROW, sent, covered), PATCH_GROW);
+  // Patched frames without a face, or a reply without faces: unchanged.
+  assert.equal(nextGrow(3, sent, [{}, { boxes: [] }, { boxes: [] }]), 3);
+  assert.equal(nextGrow(3, sent, undefined), 3);
 });

@@ -201,6 +201,9 @@ async def post_frames(request: web.Request) -> web.Response:
             "accepted": len(results),
             "frames": len(job.results),
             "status": job.status,
+            # Whether face patches are worth their bytes here: without a tamper calibration
+            # nothing reads them.
+            "patches": request.app[runtime_key].tamper is not None,
             "faces": [
                 {"t": round(r.t, 3), "boxes": r.boxes, "tamper_checked": r.tamper is not None}
                 for r in results

@@ -13,6 +13,7 @@ import {
   MAX_PASSES,
   MAX_PATCH_DATA_URL_CHARS,
   PATCH_GROW,
+  PATCH_GROW_MAX,
   PREDICT_MAX_S,
 } from '../limits.js';
 import { phashHex } from '../phash.js';
@@ -89,15 +90,15 @@ export function expectedBoxes(history, t) {
 
 /**
  * The region to send losslessly: the union of ``boxes`` ([x, y, w, h] in frame pixels), each grown
- * ``PATCH_GROW`` times around its centre, clipped to the ``w``x``h`` frame; null when there is none.
+ * ``grow`` times around its centre, clipped to the ``w``x``h`` frame; null when there is none.
  */
-export function patchRegion(boxes, w, h) {
+export function patchRegion(boxes, w, h, grow = PATCH_GROW) {
   let x0 = Infinity;
   let y0 = Infinity;
   let x1 = -Infinity;
   let y1 = -Infinity;
   for (const [bx, by, bw, bh] of boxes ?? []) {
-    const half = (Math.max(bw, bh) * PATCH_GROW) / 2;
+    const half = (Math.max(bw, bh) * grow) / 2;
     const cx = bx + bw / 2;
     const cy = by + bh / 2;
     x0 = Math.min(x0, cx - half);
@@ -113,12 +114,31 @@ export function patchRegion(boxes, w, h) {
 }
 
 /**
+ * How much the next patches grow each face box, after a reply to frames ``sent``: more when a
+ * patched frame's face crop fell outside its patch (``tamper_checked`` false: the face moved more
+ * than expected), back towards ``PATCH_GROW`` when every patched face was covered.
+ */
+export function nextGrow(grow, sent, faces) {
+  let missed = 0;
+  let covered = 0;
+  sent.forEach((frame, i) => {
+    const answer = Array.isArray(faces) ? faces[i] : null;
+    if (!frame.patch || !answer?.boxes?.length) return;
+    if (answer.tamper_checked === true) covered += 1;
+    else missed += 1;
+  });
+  if (missed) return Math.min(PATCH_GROW_MAX, grow * 1.5);
+  if (covered) return Math.max(PATCH_GROW, grow / 1.25);
+  return grow;
+}
+
+/**
  * A function that grabs the current frame of ``video`` as ``{jpeg, hash, t}``, plus
- * ``{patch, patchAt}`` (a PNG of the region around ``faces(t)``, the face boxes expected at the
- * frame's time ``t``) when known.
+ * ``{patch, patchAt}`` (a PNG of ``regionFor(t, w, h)``, the region where the frame's faces are
+ * expected) when there is one.
  * It throws a ``SecurityError`` DOMException when the video taints the canvas.
  */
-export function canvasGrabber(faces = () => null) {
+export function canvasGrabber(regionFor = () => null) {
   const canvas = document.createElement('canvas');
   const ctx = canvas.getContext('2d', { willReadFrequently: true });
   const patchCanvas = document.createElement('canvas');
@@ -132,7 +152,7 @@ export function canvasGrabber(faces = () => null) {
     ctx.drawImage(video, 0, 0, w, h);
     const pixels = ctx.getImageData(0, 0, w, h);
     const frame = { jpeg: canvas.toDataURL('image/jpeg', FRAME_JPEG_QUALITY), hash: phashHex(pixels), t };
-    const region = patchRegion(faces(t), w, h);
+    const region = regionFor(t, w, h);
     if (region) {
       // putImageData copies the pixels as they are (no scaling, no blending): the PNG is exact.
       patchCanvas.width = region.width;

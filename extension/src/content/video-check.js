@@ -3,6 +3,7 @@
 import {
   FRAMES_PER_BATCH,
   HASH_PROBE_FRAMES,
+  PATCH_GROW,
   HEARTBEAT_MS,
   MAX_URL_CHARS,
   TAB_CAPTURE_INTERVAL_MS,
@@ -10,7 +11,15 @@ import {
 import { MSG, send } from '../messages.js';
 import { FINAL_STATES } from '../verdict.js';
 import { Badge } from './badge.js';
-import { canvasGrabber, expectedBoxes, recordFaces, sampleFrames, waitForData } from './frames.js';
+import {
+  canvasGrabber,
+  expectedBoxes,
+  nextGrow,
+  patchRegion,
+  recordFaces,
+  sampleFrames,
+  waitForData,
+} from './frames.js';
 
 const randomKey = () =>
   Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(36).padStart(2, '0')).join('');
@@ -147,6 +156,8 @@ export class VideoCheck {
     let opened = false;
     let sent = false;
     this.faces = []; // the frames whose faces the server reported (see recordFaces)
+    this.grow = PATCH_GROW;
+    this.patches = true; // until the server says it has no tamper check to read them
     for (;;) {
       const { value, done } = await frames.next();
       if (signal.aborted) return;
@@ -169,9 +180,11 @@ export class VideoCheck {
       if (opened && (batch.length >= (sent ? FRAMES_PER_BATCH : 1) || done)) {
         const reply = await send(MSG.SEND_FRAMES, { videoKey, frames: batch, final: done });
         sent = true;
-        batch = [];
         if (reply?.closed) return;
         this.faces = recordFaces(this.faces, reply?.faces);
+        this.grow = nextGrow(this.grow, batch, reply?.faces);
+        this.patches = reply?.patches !== false;
+        batch = [];
       }
       if (done) return;
     }
@@ -181,7 +194,9 @@ export class VideoCheck {
   grabber() {
     // Later frames carry a lossless patch around the faces the server found (tab captures cannot:
     // the page's zoom and scaling already changed their pixels).
-    const fromCanvas = canvasGrabber((t) => expectedBoxes(this.faces, t));
+    const fromCanvas = canvasGrabber((t, w, h) =>
+      this.patches ? patchRegion(expectedBoxes(this.faces, t), w, h, this.grow) : null,
+    );
     let tainted = false;
     let lastShot = 0;
     const fromTab = async (video) => {
