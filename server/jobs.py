@@ -28,7 +28,7 @@ from server.analysis.lossless import CapturedFrame, covers_crops
 from server.analysis.run import Cancelled, analyze_video, media_dict
 from server.analysis.runtime import Runtime
 from server.analysis.sequential import SequentialTest
-from server.analysis.verdict import aggregate
+from server.analysis.verdict import aggregate, is_tampered
 from server.db import cache, repo
 from server.db.engine import retry_db
 from server.db.models import CheckStatus
@@ -63,14 +63,15 @@ Event = tuple[int, str, dict[str, Any]]
 
 
 def _unchecked(verdict: dict[str, Any]) -> bool:
-    """Whether the tamper check was on but saw none of the verdict's face frames (captured JPEG
-    frames without a lossless patch). Such a verdict is not indexed for reuse: an adversarial
-    video would otherwise be answered from the cache as it fooled the detector, for everyone."""
+    """Whether the tamper check was on but saw too few of the verdict's face frames to ever call
+    it tampered (captured JPEG frames without lossless patches). Such a verdict is not indexed for
+    reuse: an adversarial video would otherwise be answered from the cache as it fooled the
+    detector, for everyone."""
     tamper = verdict["tamper"]
     return (
         tamper["threshold"] is not None
         and verdict["faces"]["frames_with_faces"] > 0
-        and tamper["checked_frames"] == 0
+        and not is_tampered(tamper["checked_frames"], tamper["checked_frames"])
     )
 
 

@@ -240,17 +240,29 @@ async def test_only_frames_with_a_lossless_face_patch_get_the_tamper_check(
     assert verdict["keys"]  # checked: indexed for reuse
 
 
-async def test_a_verdict_the_tamper_check_never_saw_is_not_kept_for_reuse(
-    aiohttp_client, settings, flagging_checkpoint, frames
+@pytest.mark.parametrize("patched", [0, 1])
+async def test_a_verdict_the_tamper_check_saw_too_little_of_is_not_kept_for_reuse(
+    aiohttp_client, settings, flagging_checkpoint, frames, patched: int
 ) -> None:
+    """No checked frame, or one: fewer than a tampered verdict needs, so the check could not have
+    caught an attack; such a verdict must not answer the next check of these frames."""
     from server.app import create_app
 
     api = await aiohttp_client(create_app(settings.replace(model_dir=flagging_checkpoint, purify=False)))
     opened = await _open(api)
-    resp = await api.post(opened["links"]["frames"], data=_form(frames[:4], [0.0, 0.5, 1.0, 1.5], final=True))
+    form = _form(frames[:4], [0.0, 0.5, 1.0, 1.5], final=True)
+    if patched:  # the whole of the last frame, losslessly: its face gets the check
+        form = aiohttp.FormData()
+        for i, t in enumerate([0.0, 0.5, 1.0, 1.5]):
+            form.add_field("frame", _jpeg(frames[i]), filename="f.jpg", content_type="image/jpeg")
+            form.add_field("t", str(t))
+        form.add_field("patch", _jpeg(frames[3], "PNG"), filename="p.png", content_type="image/png")
+        form.add_field("patch_at", "0,0")
+        form.add_field("final", "1")
+    resp = await api.post(opened["links"]["frames"], data=form)
     assert resp.status == 200, await resp.text()
     verdict = (await _done(api, opened["id"]))["verdict"]
-    assert verdict["faces"]["frames_with_faces"] >= 3 and verdict["tamper"]["checked_frames"] == 0
+    assert verdict["faces"]["frames_with_faces"] >= 3 and verdict["tamper"]["checked_frames"] == patched
     assert verdict["keys"] == []
     # The same frames again are checked anew, not answered from the cache.
     again = await _open(api)
