@@ -132,15 +132,22 @@ def test_plain_video_is_checked_by_url_and_cached_on_the_second_visit(
     assert latency <= CACHED_BUDGET_MS, f"cached verdict took {latency:.0f} ms after its badge appeared"
 
 
-def test_mediasource_video_is_checked_from_captured_frames(browser, pages, unmask, media):
+def _mediasource_check(browser, pages: str, unmask: str, media, query: str = ""):  # type: ignore[no-untyped-def]
+    """Open mse.html (a MediaSource video: frames are captured), wait for its face verdict, check
+    the panel; returns the page, its badge and the check as the server has it."""
     browser.configure(unmask)
-    page = browser.open(f"{pages}/mse.html?codec={media.codec}")
+    page = browser.open(f"{pages}/mse.html?codec={media.codec}{query}")
     expect(page.locator("#status")).to_have_text("appended", timeout=10_000)
     badge = settled(page, 1).first
     state = badge.get_attribute("data-state")
     assert state in FACE_LABELS, badge.evaluate("e => e.outerHTML")
     check = assert_panel(browser.panel(page, badge), unmask, state=state, cached=False)
     assert check["source"] == "frames"
+    return page, badge, check
+
+
+def test_mediasource_video_is_checked_from_captured_frames(browser, pages, unmask, media):
+    page, _, check = _mediasource_check(browser, pages, unmask, media)
     assert check["verdict"]["frames_analyzed"] >= 3  # a 2 s video at 2 frames/s, one pass
     browser.screenshot(page, "mediasource")
 
@@ -150,15 +157,9 @@ def test_frames_after_the_first_batch_carry_lossless_face_patches_and_get_the_ta
 ):
     """The first batch's reply names the faces; later canvas captures send the region around them
     as PNG, and the server runs the tamper check on the crops inside (JPEG alone hides it)."""
-    browser.configure(unmask)
-    page = browser.open(f"{pages}/mse.html?codec={media.codec}&file=long_fragmented.mp4")
-    expect(page.locator("#status")).to_have_text("appended", timeout=10_000)
-    badge = settled(page, 1).first
-    state = badge.get_attribute("data-state")
-    assert state in FACE_LABELS, badge.evaluate("e => e.outerHTML")
-    check = assert_panel(browser.panel(page, badge), unmask, state=state, cached=False)
+    page, badge, check = _mediasource_check(browser, pages, unmask, media, "&file=long_fragmented.mp4")
     verdict = check["verdict"]
-    assert check["source"] == "frames" and verdict["frames_analyzed"] > FRAMES_PER_BATCH
+    assert verdict["frames_analyzed"] > FRAMES_PER_BATCH
     checked = [p for p in verdict["timeline"] if p["tamper"] is not None]
     assert verdict["tamper"]["checked_frames"] == len(checked) >= 1, verdict["timeline"]
     # The first batch (the frames the cache was asked about) went before any face was known.
