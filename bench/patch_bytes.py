@@ -24,6 +24,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.media import bench_video
+from server.analysis.lossless import grown_region
 from server.media.decode import DecodeLimits, open_video
 from server.vision.faces import create_face_detector
 
@@ -32,19 +33,6 @@ def encoded(image: np.ndarray, fmt: str) -> int:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format=fmt, **({"quality": 85} if fmt == "JPEG" else {}))
     return buf.tell()
-
-
-def region(box: list[int], shape: tuple[int, ...], grow: float) -> tuple[int, int, int, int]:
-    """The extension's patchRegion for one box."""
-    x, y, w, h = box
-    half = max(w, h) * grow / 2
-    cx, cy = x + w / 2, y + h / 2
-    return (
-        max(0, int(cx - half)),
-        max(0, int(cy - half)),
-        min(shape[1], int(np.ceil(cx + half))),
-        min(shape[0], int(np.ceil(cy + half))),
-    )
 
 
 def main() -> None:
@@ -61,9 +49,9 @@ def main() -> None:
             boxes = faces.detect(frame.image)
             if not boxes:
                 continue
-            x0, y0, x1, y1 = region(boxes[0].as_list(), frame.image.shape, args.grow)
+            patch = grown_region(boxes[0].as_list(), frame.image.shape, args.grow)
             jpeg.append(encoded(frame.image, "JPEG"))
-            png.append(encoded(np.ascontiguousarray(frame.image[y0:y1, x0:x1]), "PNG"))
+            png.append(encoded(patch.of(frame.image), "PNG"))
             sides.append(max(boxes[0].w, boxes[0].h))
     if not jpeg:
         raise SystemExit(f"no face found in {path}")

@@ -10,6 +10,7 @@ the check.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,9 +27,25 @@ class Region:
     w: int
     h: int
 
+    def of(self, image: np.ndarray) -> np.ndarray:
+        """This region's pixels of ``image``."""
+        return np.ascontiguousarray(image[self.y : self.y + self.h, self.x : self.x + self.w])
+
     def contains(self, x0: int, y0: int, x1: int, y1: int) -> bool:
         """Whether the half-open rectangle [x0, x1) × [y0, y1) lies inside this region."""
         return self.x <= x0 and self.y <= y0 and x1 <= self.x + self.w and y1 <= self.y + self.h
+
+
+def grown_region(box: list[int], shape: tuple[int, ...], grow: float) -> Region:
+    """The region a client sends for one face box ``[x, y, w, h]``: the box grown ``grow`` times
+    around its centre, clipped to an image of ``shape`` (the extension's ``patchRegion``, for the
+    benchmarks and tests that play the client)."""
+    x, y, w, h = box
+    half = max(w, h) * grow / 2
+    cx, cy = x + w / 2, y + h / 2
+    x0, y0 = max(0, math.floor(cx - half)), max(0, math.floor(cy - half))
+    x1, y1 = min(shape[1], math.ceil(cx + half)), min(shape[0], math.ceil(cy + half))
+    return Region(x0, y0, x1 - x0, y1 - y0)
 
 
 def paste_patch(image: np.ndarray, patch: np.ndarray, x: int, y: int) -> Region:

@@ -26,6 +26,7 @@ import pytest
 import torch
 from PIL import Image
 
+from server.analysis.lossless import grown_region
 from server.analysis.verdict import MIN_TAMPERED_FRAMES
 from server.db.migrate import upgrade
 from server.media.decode import DecodeLimits, open_video
@@ -274,13 +275,9 @@ async def _send_captured(api, frames: list[tuple[float, Any]], *, patches: bool)
         form.add_field("frame", _jpeg(image), filename="f.jpg", content_type="image/jpeg")
         form.add_field("t", str(t))
         if patches and boxes:
-            x, y, w, h = boxes[0]
-            half = max(w, h) * PATCH_GROW / 2
-            x0, y0 = max(0, int(x + w / 2 - half)), max(0, int(y + h / 2 - half))
-            x1 = min(image.shape[1], int(x + w / 2 + half) + 1)
-            y1 = min(image.shape[0], int(y + h / 2 + half) + 1)
-            form.add_field("patch", _png(image[y0:y1, x0:x1]), filename="p.png", content_type="image/png")
-            form.add_field("patch_at", f"{x0},{y0}")
+            patch = grown_region(boxes[0], image.shape, PATCH_GROW)
+            form.add_field("patch", _png(patch.of(image)), filename="p.png", content_type="image/png")
+            form.add_field("patch_at", f"{patch.x},{patch.y}")
         if i == len(frames) - 1:
             form.add_field("final", "1")
         resp = await api.post(f"/v1/checks/{check_id}/frames", data=form)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from server.analysis.frames import CROP_MARGIN
-from server.analysis.lossless import Region, covers_crops, paste_patch
+from server.analysis.lossless import Region, covers_crops, grown_region, paste_patch
 from server.vision.faces import FaceBox, crop_face, crop_square
 
 
@@ -62,3 +62,12 @@ def test_a_crop_past_the_frame_edge_needs_only_the_pixels_inside() -> None:
         crop_face(patched, box, margin=CROP_MARGIN, size=(64, 64)),
         crop_face(frame, box, margin=CROP_MARGIN, size=(64, 64)),
     )
+
+
+def test_grown_region_is_the_extensions_patch_region() -> None:
+    # Same numbers as extension/test/units.test.mjs (PATCH_GROW 2.2): box [280, 140, 80, 80] in 640x360.
+    assert grown_region([280, 140, 80, 80], (360, 640, 3), 2.2) == Region(232, 92, 176, 176)
+    # At the frame's corner: clipped (the extension's reach is ceil(20 + 44) = 64).
+    assert grown_region([0, 0, 40, 40], (360, 640, 3), 2.2) == Region(0, 0, 64, 64)
+    frame = np.arange(360 * 640 * 3, dtype=np.uint32).reshape(360, 640, 3)
+    assert np.array_equal(Region(232, 92, 176, 176).of(frame), frame[92:268, 232:408])

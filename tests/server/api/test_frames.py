@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from server.analysis.lossless import grown_region
 from server.keys import runtime_key
 from tests.helpers.videos import face_frames
 
@@ -185,16 +186,6 @@ async def test_frames_to_an_upload_check_or_unknown_check(api, media_dir, frames
     assert resp.status == 404
 
 
-def _patch_region(box: list[int], shape: tuple[int, ...], grow: float = 3.0) -> tuple[int, int, int, int]:
-    """What the extension sends: the last face box grown around its centre, clipped to the frame."""
-    x, y, w, h = box
-    side = max(w, h) * grow
-    cx, cy = x + w / 2, y + h / 2
-    x0, y0 = max(0, round(cx - side / 2)), max(0, round(cy - side / 2))
-    x1, y1 = min(shape[1], round(cx + side / 2)), min(shape[0], round(cy + side / 2))
-    return x0, y0, x1, y1
-
-
 async def test_only_frames_with_a_lossless_face_patch_get_the_tamper_check(
     aiohttp_client, settings, flagging_checkpoint, frames
 ) -> None:
@@ -211,15 +202,13 @@ async def test_only_frames_with_a_lossless_face_patch_get_the_tamper_check(
     first = answer["faces"]
     assert [f["tamper_checked"] for f in first] == [False, False]  # JPEG only: no check
     box = next(f["boxes"][0] for f in reversed(first) if f["boxes"])  # the latest face
-    x0, y0, x1, y1 = _patch_region(box, frames[2].shape)
+    patch = grown_region(box, frames[2].shape, grow=3.0)
     form = aiohttp.FormData()
     for i, t in ((2, 1.0), (3, 1.5)):
         form.add_field("frame", _jpeg(frames[i]), filename="f.jpg", content_type="image/jpeg")
         form.add_field("t", str(t))
-        form.add_field(
-            "patch", _jpeg(frames[i][y0:y1, x0:x1], "PNG"), filename="p.png", content_type="image/png"
-        )
-        form.add_field("patch_at", f"{x0},{y0}")
+        form.add_field("patch", _jpeg(patch.of(frames[i]), "PNG"), filename="p.png", content_type="image/png")
+        form.add_field("patch_at", f"{patch.x},{patch.y}")
     # A patch too small for the face's crop (just the box itself): that frame gets no check.
     form.add_field("frame", _jpeg(frames[4]), filename="f.jpg", content_type="image/jpeg")
     form.add_field("t", "2.0")
