@@ -110,24 +110,29 @@ def aggregate(
             f"(at least {MIN_FACE_FRAMES} are needed)"
         )
         return verdict
-    # Purified scores replace the raw score of frames found perturbed: the raw one is what
-    # the attacker chose.
+    tampered = is_tampered(len(suspicious), checked)
+    # Purified scores replace the raw score of frames found perturbed: the raw one is what the
+    # attacker chose. In a video found perturbed, so may be the score of a frame the tamper check
+    # did not see (a captured frame outside its lossless patch): the content is judged on the
+    # frames it saw.
+    judged = [r for r in face_frames if r.tamper is not None] if tampered else face_frames
     scores = [
-        r.purified_score if (r in suspicious and r.purified_score is not None) else r.score
-        for r in face_frames
+        r.purified_score if (r in suspicious and r.purified_score is not None) else r.score for r in judged
     ]
     score = sum(scores) / len(scores)  # type: ignore[arg-type]
     manipulated = score >= card.threshold
     agreeing = sum(1 for s in scores if (s >= card.threshold) == manipulated)  # type: ignore[operator]
     verdict["score"] = round(score, 4)
     verdict["confidence"] = round(agreeing / len(scores), 4)
-    if is_tampered(len(suspicious), checked):
+    if tampered:
         verdict["label"] = Label.TAMPERED
         reason = (
             f"{len(suspicious)} frame(s) carry what looks like an adversarial perturbation; "
             f"{len(purified)} were purified, and the content then scores "
             f"{'manipulated' if manipulated else 'authentic'}"
         )
+        if len(judged) < len(face_frames):
+            reason += f" (judged on the {len(judged)} of {len(face_frames)} face frames the check saw)"
         if purify_failed:
             first = next((r.purify_error for r in purify_failed if r.purify_error), "unknown error")
             reason += f"; purification failed for {len(purify_failed)} frame(s) ({first})"

@@ -88,6 +88,17 @@ def test_the_flag_count_is_judged_among_the_frames_the_tamper_check_saw() -> Non
     assert out["label"] == Label.TAMPERED, out["reason"]
 
 
+def test_a_tampered_video_is_judged_on_the_frames_the_tamper_check_saw() -> None:
+    """An unchecked frame (captured, outside its lossless patch) of a perturbed video keeps the
+    score the attacker chose; it must not pull the purified content back to authentic."""
+    results = frames([0.01, 0.1, 0.1, 0.1, 0.1, 0.1], tampers=[0.9] * 6, purified=[None] + [0.86] * 5)
+    results[0].tamper = None
+    out = verdict(results)
+    assert out["label"] == Label.TAMPERED
+    assert out["manipulated"] is True and out["score"] == pytest.approx(0.86)
+    assert "judged on the 5 of 6 face frames the check saw" in out["reason"]
+
+
 def test_flagged_frames_below_the_count_of_a_long_video_do_not_make_it_tampered() -> None:
     n = 60
     need = tampered_min_frames(n)
